@@ -1,0 +1,1 @@
+"""Data: phantoms, augmentations, grain pipelines, DICOM decoding."""

@@ -1,0 +1,1 @@
+"""Encoders that return dense feature maps, CV-SIM, and heads."""

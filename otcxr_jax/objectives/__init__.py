@@ -1,0 +1,1 @@
+"""Pure loss functions of arrays: OT alignment, variance/covariance, OTCXR and baselines."""

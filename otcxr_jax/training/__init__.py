@@ -1,0 +1,1 @@
+"""One train loop for every mode; sharding; optimisers; checkpoints."""
