@@ -1,0 +1,61 @@
+"""Data-parallel sharding over a one-axis ``('data',)`` mesh of every device.
+
+Parameters and optimiser state are replicated; batches are split along their leading axis. Under
+``jax.jit`` with these shardings, reductions over the batch (BatchNorm statistics, the
+variance/covariance terms, loss means) are global-batch reductions: the result does not depend on
+the number of devices. Each process feeds its own slice of the global batch
+(``jax.make_array_from_process_local_data``), so the same code runs on one CPU, one GPU, or a
+multi-host TPU slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named ``('data',)`` over ``devices`` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh, field: str = "train.batch_size") -> None:
+  """Refuses a global batch that does not split evenly over devices and processes."""
+  n = mesh.devices.size
+  if global_batch_size % n:
+    raise ValueError(
+        f"config.{field}={global_batch_size} must be divisible by the number of devices ({n}).")
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"config.{field}={global_batch_size} must be divisible by the number of "
+                     f"processes ({jax.process_count()}).")
+
+
+def host_local_batch_size(global_batch_size: int) -> int:
+  """Examples each process loads per step."""
+  return global_batch_size // jax.process_count()
+
+
+def to_global(batch: Any, mesh: Mesh) -> Any:
+  """Turns a per-process numpy batch (pytree) into globally sharded ``jax.Array`` s."""
+  sharding = batch_sharded(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a pytree of arrays replicated on every device of ``mesh``."""
+  return jax.device_put(tree, replicated(mesh))

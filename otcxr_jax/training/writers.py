@@ -1,0 +1,54 @@
+"""Metric logging: a JSON-lines history (read by reports) and TensorBoard scalars via clu.
+
+``clu.metric_writers`` imports TensorFlow for its summary writer, so it is imported lazily here
+and only by the process that writes; the data path and the train step never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import jax
+from etils import epath
+
+
+class MetricLog:
+  """Appends ``{"step": s, **scalars}`` records to ``<workdir>/metrics/<name>.jsonl``."""
+
+  def __init__(self, workdir: str | epath.PathLike, name: str, *, tensorboard: bool = True):
+    self._active = jax.process_index() == 0
+    self.path = epath.Path(workdir) / "metrics" / f"{name}.jsonl"
+    self._tb = None
+    if self._active:
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      if tensorboard:
+        from clu import metric_writers  # imports TensorFlow: writer process only
+        self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard" / name))
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self._active:
+      return
+    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with self.path.open("a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._tb is not None:
+      self._tb.write_scalars(int(step), {k: v for k, v in record.items() if k != "step"})
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()
+
+
+def read_history(path: str | epath.PathLike) -> list[dict[str, float]]:
+  """Reads a history, keeping the last record of each step (a resumed run rewrites steps)."""
+  path = epath.Path(path)
+  if not path.exists():
+    return []
+  by_step: dict[int, dict] = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      record = json.loads(line)
+      by_step[record["step"]] = record
+  return [by_step[s] for s in sorted(by_step)]
