@@ -1,0 +1,79 @@
+r"""Entry point: ``python -m otcxr_jax.main --config configs/<experiment>.py --workdir <dir>``.
+
+Fields are overridden on the command line (``--config.train.batch_size=64``). The config is locked
+and validated before anything is computed: a misspelt field or a bad value stops the run with a
+message naming it. The run's mode (``config.mode``) chooses what happens:
+
+* ``demo``: build the synthetic dataset if absent, pretrain OTCXR, linear-probe the pretrained and
+  a random-init encoder, write ``<workdir>/report.md`` with plots;
+* ``pretrain``: OTCXR pretraining only;
+* ``linear_probe``: frozen-encoder linear probe of a pretraining workdir (or random init);
+* ``build_dataset``: build a TFDS dataset (real ones from ``config.data.manual_dir``).
+
+An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from otcxr_jax import config_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/<name>.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs and reports (local path or gs://...).")
+
+_MODE_MODULES = {
+    "demo": "otcxr_jax.modes.demo",
+    "pretrain": "otcxr_jax.modes.pretrain",
+    "linear_probe": "otcxr_jax.modes.linear_probe",
+    "build_dataset": "otcxr_jax.modes.build_dataset",
+}
+
+
+def default_workdir(config_path: str) -> str:
+  from etils import epath
+  return str(epath.Path("workdirs") / epath.Path(config_path.split(":")[0]).stem)
+
+
+def main(argv) -> None:
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+  try:
+    config_lib.validate(config)
+  except config_lib.ConfigError as e:
+    print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
+    sys.exit(2)
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  logging.info("mode=%s workdir=%s", config.mode, workdir)
+  module = importlib.import_module(_MODE_MODULES[config.mode])
+  module.run(config, workdir)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses flags; an unknown or ill-typed config field stops here, before any compute."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e.args[0] if e.args else e).strip("'\"")
+    message = message.replace("\\'", "'").replace("\\n", " ").replace("\n", " ")
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    print(f"Invalid config on the command line {overrides or argv[1:]}: {message}\n"
+          "The config is locked: only fields defined in otcxr_jax/config_lib.py (or added by "
+          "the config file) can be set.", file=sys.stderr)
+    sys.exit(2)
+
+
+def _run() -> None:
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  _run()
