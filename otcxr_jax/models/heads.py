@@ -1,0 +1,95 @@
+"""Heads on encoder features: the dense (1x1) projector and the linear classifier."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from otcxr_jax.models.initializers import Dtype, normal, torch_default_uniform
+
+
+class DenseProjector(nnx.Module):
+  """Per-position MLP ``Linear-BN-ReLU-...-Linear`` (VICReg's expander applied as a 1x1 conv).
+
+  ``num_layers`` linear layers: all but the last are followed by BatchNorm and ReLU and have no
+  bias (BatchNorm's shift replaces it); the last has a bias. BatchNorm statistics are taken over
+  every leading axis, i.e. over batch x positions for ``(B, N, D)`` tokens; train/eval mode
+  follows the NNX convention (``model.train()`` / ``model.eval()``).
+
+  Attributes:
+    in_dim: input features.
+    out_dim: output features.
+  """
+
+  def __init__(
+      self,
+      in_dim: int,
+      hidden_dim: int,
+      out_dim: int,
+      *,
+      num_layers: int = 2,
+      dtype: Dtype = jnp.float32,
+      param_dtype: Dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    """Builds the projector.
+
+    Args:
+      in_dim: input features.
+      hidden_dim: width of the hidden layers.
+      out_dim: output features.
+      num_layers: number of linear layers (>= 1; 1 is a single linear map).
+      dtype: computation dtype; outputs are float32.
+      param_dtype: parameter dtype.
+      rngs: random generators for initialisation.
+    """
+    for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim),
+                        ("num_layers", num_layers)):
+      if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.in_dim = in_dim
+    self.out_dim = out_dim
+    dims = [in_dim] + [hidden_dim] * (num_layers - 1)
+    self.hidden = nnx.List([
+        nnx.Linear(din, hidden_dim, use_bias=False, kernel_init=torch_default_uniform(din), **kw)
+        for din in dims[:-1]
+    ])
+    self.norms = nnx.List([
+        nnx.BatchNorm(hidden_dim, momentum=0.9, epsilon=1e-5, **kw) for _ in dims[:-1]
+    ])
+    self.out = nnx.Linear(dims[-1], out_dim, kernel_init=torch_default_uniform(dims[-1]),
+                          bias_init=torch_default_uniform(dims[-1]), **kw)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps ``(..., in_dim)`` features to ``(..., out_dim)`` float32 features."""
+    if x.ndim < 2 or x.shape[-1] != self.in_dim:
+      raise ValueError(f"x must have shape (..., {self.in_dim}) with a batch axis, got {x.shape}")
+    lead = x.shape[:-1]
+    h = x.reshape(-1, self.in_dim)
+    for layer, norm in zip(self.hidden, self.norms):
+      h = nnx.relu(norm(layer(h)))
+    return self.out(h).reshape(*lead, self.out_dim).astype(jnp.float32)
+
+
+class LinearClassifier(nnx.Module):
+  """Linear map from pooled features to class logits (linear probing and fine-tuning).
+
+  Weights start at N(0, 0.01^2) and biases at zero, the usual linear-probe initialisation
+  (MoCo v3, MAE).
+  """
+
+  def __init__(self, in_dim: int, num_classes: int, *, rngs: nnx.Rngs):
+    if in_dim < 1 or num_classes < 1:
+      raise ValueError(
+          f"in_dim and num_classes must be >= 1, got in_dim={in_dim}, num_classes={num_classes}")
+    self.in_dim = in_dim
+    self.linear = nnx.Linear(in_dim, num_classes, kernel_init=normal(0.01),
+                             rngs=rngs)
+
+  def __call__(self, features: jax.Array) -> jax.Array:
+    """Maps ``(B, in_dim)`` features to ``(B, num_classes)`` float32 logits."""
+    if features.ndim != 2 or features.shape[-1] != self.in_dim:
+      raise ValueError(f"features must have shape (B, {self.in_dim}), got {features.shape}")
+    return self.linear(features.astype(jnp.float32))

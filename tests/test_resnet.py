@@ -1,0 +1,177 @@
+"""ResNet: torchvision parameter counts, stage shapes and strides, channels, BatchNorm modes."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from otcxr_jax.models import ResNet, build_encoder, count_params, match_channels
+from otcxr_jax.models.resnet import BasicBlock, Bottleneck
+
+
+@pytest.mark.parametrize("name,expected", [
+    # sum(p.numel() for p in torchvision.models.resnetXX().parameters())
+    ("resnet18", 11_689_512),
+    ("resnet34", 21_797_672),
+    ("resnet50", 25_557_032),
+    ("resnet101", 44_549_160),
+])
+def test_parameter_count_matches_torchvision(name, expected):
+  model = nnx.eval_shape(
+      lambda: build_encoder(name, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0)))
+  assert count_params(model) == expected
+
+
+_MODELS = {}
+_SHAPE = (2, 36, 28, 1)  # not powers of two: strided layers round up, as torch's padding does
+
+
+def _model(depth: int, stem: str, stem_stride: int = 1) -> ResNet:
+  """Tiny (width 1/8) models with a 3-class head, built once per configuration."""
+  key = (depth, stem, stem_stride)
+  if key not in _MODELS:
+    _MODELS[key] = ResNet(depth, width=0.125, stem=stem, stem_stride=stem_stride, num_classes=3,
+                          rngs=nnx.Rngs(0))
+  return _MODELS[key]
+
+
+@nnx.jit
+def _forward(model: ResNet, images: jax.Array):
+  """One compiled forward pass per configuration (faster than op-by-op dispatch)."""
+  return model(images)
+
+
+def _images(shape=_SHAPE, seed=0) -> np.ndarray:
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("depth,stem,stem_stride,strides", [
+    (18, "imagenet", 1, (2, 4, 8, 16, 32)),
+    (18, "small", 1, (1, 1, 2, 4, 8)),
+    (50, "imagenet", 1, (2, 4, 8, 16, 32)),
+    (50, "small", 2, (2, 2, 4, 8, 16)),
+])
+def test_stage_shapes_strides_and_head(depth, stem, stem_stride, strides):
+  model = _model(depth, stem, stem_stride)
+  model.eval()
+  expansion = 1 if depth == 18 else 4
+  # width 1/8: stem 8 channels, stage i has max(8, 64 * 2**i / 8) planes times the expansion.
+  channels = (8, 8 * expansion, 16 * expansion, 32 * expansion, 64 * expansion)
+  names = ("stem", "stage1", "stage2", "stage3", "stage4")
+  assert model.stage_strides == dict(zip(names, strides))
+  assert model.stage_channels == dict(zip(names, channels))
+  assert model.num_features == channels[-1]
+
+  b, h, w, _ = _SHAPE
+  out = _forward(model, _images())
+  assert set(out.stages) == set(names)
+  for name, stride, ch in zip(names, strides, channels):
+    assert out.stages[name].shape == (b, math.ceil(h / stride), math.ceil(w / stride), ch)
+    assert out.stages[name].dtype == jnp.float32
+  np.testing.assert_array_equal(out.dense, out.stages["stage4"])
+  np.testing.assert_allclose(out.pooled, out.dense.mean(axis=(1, 2)), rtol=1e-5, atol=1e-7)
+  kernel, bias = np.asarray(model.head.kernel[...]), np.asarray(model.head.bias[...])
+  np.testing.assert_allclose(out.logits, np.asarray(out.pooled) @ kernel + bias, rtol=1e-5,
+                             atol=1e-6)
+  # torch.nn.Linear's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+  assert kernel.shape == (channels[-1], 3)
+  assert np.abs(kernel).max() <= channels[-1]**-0.5
+
+
+def test_channel_adaptation():
+  x = np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype(np.float32)
+  np.testing.assert_allclose(match_channels(x, 1), x.mean(-1, keepdims=True), rtol=1e-6)
+  np.testing.assert_array_equal(match_channels(x[..., :1], 3), np.repeat(x[..., :1], 3, -1))
+  np.testing.assert_array_equal(match_channels(x, 3), x)
+  with pytest.raises(ValueError, match="2 channels.*in_channels=1"):
+    match_channels(x[..., :2], 1)
+  with pytest.raises(ValueError, match="4 channels.*in_channels=3"):
+    match_channels(np.zeros((1, 4, 4, 4)), 3)
+  with pytest.raises(ValueError, match=r"\(B, H, W, C\)"):
+    match_channels(x[0], 3)
+
+
+def test_grey_model_accepts_rgb_images():
+  grey = _model(18, "imagenet")
+  grey.eval()
+  rgb = _images(_SHAPE[:3] + (3,))
+  np.testing.assert_allclose(_forward(grey, rgb).dense,
+                             _forward(grey, rgb.mean(-1, keepdims=True)).dense,
+                             rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="2 channels.*in_channels=1"):
+    grey(_images(_SHAPE[:3] + (2,)))
+
+
+def test_batchnorm_uses_batch_statistics_in_train_and_running_ones_in_eval():
+  model = ResNet(18, width=0.125, stem="small", num_classes=3, rngs=nnx.Rngs(1))
+  x = _images()
+  conv = np.asarray(model.stem.conv(x), np.float64)
+
+  model.train()
+  out = _forward(model, x)
+  # torch momentum 0.1: running <- 0.9 running + 0.1 batch (running mean 0, variance 1 at init).
+  np.testing.assert_allclose(model.stem.bn.mean[...], 0.1 * conv.mean((0, 1, 2)), rtol=1e-4,
+                             atol=1e-6)
+  np.testing.assert_allclose(model.stem.bn.var[...], 0.9 + 0.1 * conv.var((0, 1, 2)),
+                             rtol=1e-4)
+  # Batch statistics couple the samples: changing sample 1 changes sample 0's features.
+  x_changed = x.copy()
+  x_changed[1] = _images(_SHAPE[1:], seed=5)
+  assert not np.allclose(_forward(model, x_changed).dense[0], out.dense[0], atol=1e-4)
+
+  model.eval()
+  stats = jax.tree.map(np.asarray, nnx.state(model, nnx.BatchStat))
+  first = _forward(model, x).dense
+  np.testing.assert_array_equal(_forward(model, x).dense, first)
+  # Running statistics: each sample's features depend on that sample alone.
+  np.testing.assert_allclose(_forward(model, x_changed).dense[0], first[0], rtol=1e-5, atol=1e-6)
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(model, nnx.BatchStat), stats)
+
+
+@pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
+def test_zero_init_residual_makes_blocks_start_as_identity(block):
+  m = block(16, 4, 2, zero_init_residual=True, dtype=jnp.float32, param_dtype=jnp.float32,
+            rngs=nnx.Rngs(0))
+  m.eval()
+  y, shortcut = nnx.jit(lambda m, x: (m(x), nnx.relu(m.shortcut(x))))(m, _images((2, 8, 8, 16)))
+  np.testing.assert_allclose(y, shortcut, rtol=1e-6)
+
+
+def test_convolutions_use_kaiming_normal_fan_out():
+  m = BasicBlock(64, 64, 1, zero_init_residual=False, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+  kernel = np.asarray(m.conv1.kernel[...])
+  assert kernel.shape == (3, 3, 64, 64)
+  assert m.conv1.bias is None
+  np.testing.assert_allclose(kernel.std(), math.sqrt(2 / (3 * 3 * 64)), rtol=0.03)
+  assert abs(kernel.mean()) < 0.03 * kernel.std()
+
+
+def test_bfloat16_compute_with_float32_params_and_outputs():
+  m32 = _model(18, "small")
+  m16 = ResNet(18, width=0.125, stem="small", num_classes=3, dtype=jnp.bfloat16,
+               rngs=nnx.Rngs(0))
+  m32.eval()
+  m16.eval()
+  x = _images()
+  out16, out32 = _forward(m16, x), _forward(m32, x)
+  assert {p.dtype for p in jax.tree.leaves(nnx.state(m16, nnx.Param))} == {jnp.dtype("float32")}
+  assert out16.dense.dtype == out16.pooled.dtype == jnp.float32
+  scale = np.abs(np.asarray(out32.dense)).max()
+  np.testing.assert_allclose(out16.dense, out32.dense, atol=0.05 * scale)
+
+
+def test_invalid_arguments():
+  with pytest.raises(ValueError, match="depth must be one of"):
+    ResNet(20, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="stem must be"):
+    ResNet(18, stem="cifar", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="stem_stride"):
+    ResNet(18, stem="imagenet", stem_stride=2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="width"):
+    ResNet(18, width=0.0, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="unknown encoder"):
+    build_encoder("resnet152", rngs=nnx.Rngs(0))
