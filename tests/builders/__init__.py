@@ -1,0 +1,1 @@
+"""Tests of the real-dataset TFDS builders, with generators of fixture manual directories."""
