@@ -68,13 +68,13 @@ def base_config() -> ml_collections.ConfigDict:
   )
   c.objective = dict(
       name="otcxr",
-      alpha=1.0,                   # weight of L_OT
-      beta=1.0,                    # weight of the variance terms
-      eta=0.04,                    # weight of the covariance terms
+      alpha=50.0,                  # weight of L_OT
+      beta=12.5,                   # weight of each view's variance term
+      eta=1.0,                     # weight of each view's covariance term
       epsilon=0.05,                # entropic regularisation (absolute, cost in [0, 2])
       num_iters=50,                # fixed Sinkhorn iterations
       cost="cosine",
-      lse_mode=False,
+      lse_mode=config_dict.placeholder(bool),  # None: kernel mode where it is safe
       grad_mode="fixed",
   )
   c.optim = dict(

@@ -43,6 +43,8 @@ def default_workdir(config_path: str) -> str:
 
 def main(argv) -> None:
   del argv
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, grain) off by default
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")

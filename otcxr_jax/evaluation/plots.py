@@ -1,0 +1,115 @@
+"""PNG figures for reports (matplotlib, non-interactive backend)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
+
+
+def _save(fig, path) -> str:
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    fig.savefig(f, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path.name
+
+
+def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], path,
+                    title: str = "") -> str:
+  """One panel per metric against the step."""
+  keys = [k for k in keys if any(k in h for h in history)]
+  fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+  for ax, key in zip(axes[0], keys):
+    pts = [(h["step"], h[key]) for h in history if key in h]
+    ax.plot(*zip(*pts), lw=1.5)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def auc_bars(class_names: Sequence[str], per_class: Mapping[str, np.ndarray], path,
+             title: str = "Test ROC AUC per class") -> str:
+  """Grouped bars: one group per class (plus the mean), one bar per model."""
+  names = list(class_names) + ["mean"]
+  fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(names), 3.6))
+  width = 0.8 / len(per_class)
+  x = np.arange(len(names))
+  for i, (label, aucs) in enumerate(per_class.items()):
+    vals = np.append(aucs, np.nanmean(aucs))
+    ax.bar(x + (i - (len(per_class) - 1) / 2) * width, np.nan_to_num(vals, nan=0.0), width,
+           label=label)
+  ax.axhline(0.5, color="k", lw=0.8, ls="--")
+  ax.set_xticks(x, names, rotation=30, ha="right")
+  ax.set_ylim(0.4, 1.0)
+  ax.set_ylabel("ROC AUC")
+  ax.set_title(title)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def _cell_centres(grid: tuple[int, int], size: int) -> np.ndarray:
+  h, w = grid
+  ys, xs = np.meshgrid((np.arange(h) + 0.5) * size / h, (np.arange(w) + 0.5) * size / w,
+                       indexing="ij")
+  return np.stack([ys.ravel(), xs.ravel()], axis=1)
+
+
+def correspondences(views_s: np.ndarray, views_t: np.ndarray, plans: np.ndarray,
+                    grid: tuple[int, int], path, *, top_k: int = 12) -> str:
+  """Each row: view s and view t side by side, the ``top_k`` heaviest plan entries as lines."""
+  n, size = len(views_s), views_s.shape[1]
+  fig, axes = plt.subplots(n, 1, figsize=(6, 3.1 * n), squeeze=False)
+  centres = _cell_centres(grid, size)
+  for row in range(n):
+    ax = axes[row, 0]
+    pair = np.concatenate([views_s[row, ..., 0], np.ones((size, 4)), views_t[row, ..., 0]], 1)
+    ax.imshow(pair, cmap="gray", vmin=0, vmax=1)
+    plan = plans[row]
+    flat = np.argsort(plan.ravel())[::-1][:top_k]
+    colors = plt.cm.viridis(np.linspace(0, 1, top_k))
+    for c, idx in zip(colors, flat):
+      i, j = np.unravel_index(idx, plan.shape)
+      (y0, x0), (y1, x1) = centres[i], centres[j]
+      ax.plot([x0, x1 + size + 4], [y0, y1], "-o", color=c, lw=1.2, ms=3)
+    ax.set_axis_off()
+    ax.set_title(f"view s | view t: {top_k} strongest transport-plan matches "
+                 f"(mass {plan.ravel()[flat].sum():.2f})", fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def attention_maps(views_s: np.ndarray, views_t: np.ndarray, attention: np.ndarray,
+                   grid: tuple[int, int], path) -> str:
+  """Each row: a query cell on view s, and CV-SIM's head-averaged attention over view t."""
+  n, size = len(views_s), views_s.shape[1]
+  h, w = grid
+  fig, axes = plt.subplots(n, 2, figsize=(5.6, 2.8 * n), squeeze=False)
+  centres = _cell_centres(grid, size)
+  for row in range(n):
+    att = attention[row].mean(0)                       # (N_s, N_t) averaged over heads
+    query = int(np.argmax(att.max(1)))                 # the most focused query cell
+    heat = att[query].reshape(h, w)
+    heat = np.repeat(np.repeat(heat, -(-size // h), 0), -(-size // w), 1)[:size, :size]
+    axes[row, 0].imshow(views_s[row, ..., 0], cmap="gray", vmin=0, vmax=1)
+    axes[row, 0].plot(centres[query, 1], centres[query, 0], "r+", ms=14, mew=2)
+    axes[row, 0].set_title("query cell (view s)", fontsize=8)
+    axes[row, 1].imshow(views_t[row, ..., 0], cmap="gray", vmin=0, vmax=1)
+    axes[row, 1].imshow(heat, cmap="inferno", alpha=0.5,
+                        extent=(0, heat.shape[1], heat.shape[0], 0))
+    axes[row, 1].set_title("CV-SIM attention over view t", fontsize=8)
+    for ax in axes[row]:
+      ax.set_axis_off()
+  fig.tight_layout()
+  return _save(fig, path)

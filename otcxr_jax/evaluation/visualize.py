@@ -1,0 +1,36 @@
+"""Pictures of what the pretraining head does: transport plans and CV-SIM attention."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from otcxr_jax.data import augment
+from otcxr_jax.models import OTCXRModel
+from otcxr_jax.objectives import otcxr as otcxr_objective
+
+
+@dataclasses.dataclass
+class PairExamples:
+  views_s: np.ndarray       # (n, S, S, C) in [0, 1]
+  views_t: np.ndarray
+  plans: np.ndarray         # (n, N, N), each summing to 1
+  attention_s: np.ndarray   # (n, heads, N, N): view s tokens attending to view t
+  grid: tuple[int, int]
+
+
+def pair_examples(model: OTCXRModel, images_uint8: np.ndarray, *, aug: augment.AugmentConfig,
+                  objective: otcxr_objective.OTCXRObjectiveConfig, seed: int = 0
+                  ) -> PairExamples:
+  """Two augmented views of each image, their transport plan and CV-SIM attention maps."""
+  model.eval()
+  images = jnp.asarray(images_uint8, jnp.float32) / 255.0
+  views = augment.two_views(jax.random.key(seed), images, aug)
+  out = model(views.view_s, views.view_t, return_attention=True)
+  _, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, **dataclasses.asdict(objective))
+  return PairExamples(views_s=np.asarray(views.view_s), views_t=np.asarray(views.view_t),
+                      plans=np.asarray(aux["plan"]), attention_s=np.asarray(out.attention_s),
+                      grid=tuple(out.grid))
