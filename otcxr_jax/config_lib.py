@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
       config="128",                # TFDS builder config (the stored resolution)
       data_dir="~/tensorflow_datasets",
       manual_dir=config_dict.placeholder(str),  # real datasets: the hand download
+      synthetic_patients=0,        # synthetic_cxr only: >0 builds a cohort of that size
       train_split="train",
       val_split="validation",
       test_split="test",

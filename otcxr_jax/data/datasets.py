@@ -13,14 +13,32 @@ import ml_collections
 from otcxr_jax.data import tfds_source
 
 SYNTHETIC = "synthetic_cxr"
+_checked: set[tuple[str, str, str]] = set()  # datasets already found or built by this process
+
+
+def builder_config(config: ml_collections.ConfigDict):
+  """The TFDS builder config the ``data`` fields name.
+
+  For the synthetic dataset, ``data.synthetic_patients > 0`` asks for a cohort of that many
+  patients at the resolution ``data.config`` (named ``<resolution>_p<patients>``).
+  """
+  d = config.data
+  if d.name == SYNTHETIC and d.synthetic_patients:
+    from tfds_builders.synthetic_cxr import SyntheticCxrConfig
+    return SyntheticCxrConfig(name=f"{d.config}_p{d.synthetic_patients}",
+                              resolution=int(d.config), num_patients=d.synthetic_patients)
+  return d.config
 
 
 def split_source(config: ml_collections.ConfigDict, split: str):
   """The random-access source of ``split`` of ``config.data.name`` (TensorFlow-free)."""
   d = config.data
-  if d.name == SYNTHETIC:
-    tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=d.config)
-  return tfds_source.data_source(d.name, split, data_dir=d.data_dir, config=d.config)
+  builder = builder_config(config)
+  key = (d.name, str(d.data_dir), str(getattr(builder, "name", builder)))
+  if d.name == SYNTHETIC and key not in _checked:
+    tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=builder)
+    _checked.add(key)
+  return tfds_source.data_source(d.name, split, data_dir=d.data_dir, config=builder)
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
