@@ -77,6 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
       cost="cosine",
       lse_mode=config_dict.placeholder(bool),  # None: kernel mode where it is safe
       grad_mode="fixed",
+      center_tokens=True,          # OT cost on per-image centred tokens (see objectives/otcxr.py)
+      location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
   )
   c.optim = dict(
       name="lars",

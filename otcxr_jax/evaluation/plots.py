@@ -84,8 +84,10 @@ def correspondences(views_s: np.ndarray, views_t: np.ndarray, plans: np.ndarray,
       (y0, x0), (y1, x1) = centres[i], centres[j]
       ax.plot([x0, x1 + size + 4], [y0, y1], "-o", color=c, lw=1.2, ms=3)
     ax.set_axis_off()
-    ax.set_title(f"view s | view t: {top_k} strongest transport-plan matches "
-                 f"(mass {plan.ravel()[flat].sum():.2f})", fontsize=8)
+    share = plan.ravel()[flat].sum() / plan.sum()
+    ax.set_title(f"view s | view t: the {top_k} heaviest transport-plan entries hold "
+                 f"{100 * share:.0f}% of the mass (uniform: {100 * top_k / plan.size:.0f}%)",
+                 fontsize=8)
   fig.tight_layout()
   return _save(fig, path)
 

@@ -35,8 +35,12 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
   corr = plots.correspondences(pairs.views_s, pairs.views_t, pairs.plans, pairs.grid,
                                fig_dir / "transport_plan.png",
                                top_k=config.report.num_correspondences)
-  att = plots.attention_maps(pairs.views_s, pairs.views_t, pairs.attention_s, pairs.grid,
-                             fig_dir / "cvsim_attention.png")
+  attention_md = "CV-SIM is off in this run (`model.cvsim=False`): no attention maps."
+  if pairs.attention_s is not None:
+    att = plots.attention_maps(pairs.views_s, pairs.views_t, pairs.attention_s, pairs.grid,
+                               fig_dir / "cvsim_attention.png")
+    attention_md = ("CV-SIM cross-attention of one query cell of view s over view t (mean over "
+                    f"heads):\n\n![CV-SIM attention]({fig_dir.name}/{att})")
 
   summary = result["probes"]
   rows = []
@@ -92,9 +96,7 @@ of the entropic transport plan between their dense features:
 
 ![transport plan]({fig_dir.name}/{corr})
 
-CV-SIM cross-attention of one query cell of view s over view t (mean over heads):
-
-![CV-SIM attention]({fig_dir.name}/{att})
+{attention_md}
 
 Total demo time: {format_duration(result['total_seconds'])}.
 """

@@ -26,11 +26,13 @@ def pair_examples(model: OTCXRModel, images_uint8: np.ndarray, *, aug: augment.A
                   objective: otcxr_objective.OTCXRObjectiveConfig, seed: int = 0
                   ) -> PairExamples:
   """Two augmented views of each image, their transport plan and CV-SIM attention maps."""
+  from otcxr_jax.modes.pretrain import pretraining_loss  # the training loss, reused as is
   model.eval()
   images = jnp.asarray(images_uint8, jnp.float32) / 255.0
-  views = augment.two_views(jax.random.key(seed), images, aug)
-  out = model(views.view_s, views.view_t, return_attention=True)
-  _, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, **dataclasses.asdict(objective))
+  _, aux, views, out = pretraining_loss(model, images, jax.random.key(seed), aug,
+                                        dataclasses.asdict(objective),
+                                        return_attention=model.cvsim is not None)
+  attention = (np.asarray(out.attention_s) if out.attention_s is not None else None)
   return PairExamples(views_s=np.asarray(views.view_s), views_t=np.asarray(views.view_t),
-                      plans=np.asarray(aux["plan"]), attention_s=np.asarray(out.attention_s),
+                      plans=np.asarray(aux[otcxr_objective.PLAN_KEY]), attention_s=attention,
                       grid=tuple(out.grid))

@@ -48,6 +48,28 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> models.OTC
   return models.OTCXRModel(encoder, projector, cvsim, dense_stage=m.dense_stage)
 
 
+def view_location_cost(views: augment.Views, grid: tuple[int, int]) -> jax.Array:
+  """(B, N, N) squared source-image distances between the two views' cells (in cell sizes)."""
+  pos_s = augment.positions_in_source(views.box_s, views.angle_s, grid, flip=views.flip_s)
+  pos_t = augment.positions_in_source(views.box_t, views.angle_t, grid, flip=views.flip_t)
+  side = lambda box: jnp.sqrt((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+  cell = 0.5 * (side(views.box_s) + side(views.box_t)) / max(grid)
+  batch = pos_s.shape[0]
+  return otcxr_objective.location_cost(pos_s.reshape(batch, -1, 2),
+                                       pos_t.reshape(batch, -1, 2), cell)
+
+
+def pretraining_loss(model: models.OTCXRModel, images: jax.Array, rng: jax.Array,
+                     aug: augment.AugmentConfig, objective: dict, *,
+                     return_attention: bool = False):
+  """Augments ``images`` (float in [0, 1]) into two views and returns ``(loss, aux, views, out)``."""
+  views = augment.two_views(rng, images, aug)
+  out = model(views.view_s, views.view_t, return_attention=return_attention)
+  location = (view_location_cost(views, out.grid) if objective["location_weight"] else None)
+  loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, location=location, **objective)
+  return loss, aux, views, out
+
+
 def make_loss_fn(config: ml_collections.ConfigDict):
   """``loss_fn(model, batch, rng)``: augment on device, encode both views, OTCXR objective."""
   aug = config_lib.augment_config(config)
@@ -55,10 +77,8 @@ def make_loss_fn(config: ml_collections.ConfigDict):
 
   def loss_fn(model: models.OTCXRModel, batch, rng):
     images = batch["image"].astype(jnp.float32) / 255.0
-    views = augment.two_views(rng, images, aug)
-    out = model(views.view_s, views.view_t)
-    loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, **objective)
-    return loss, {k: v for k, v in aux.items() if k != "plan"}
+    loss, aux, _, _ = pretraining_loss(model, images, rng, aug, objective)
+    return loss, {k: v for k, v in aux.items() if k != otcxr_objective.PLAN_KEY}
 
   return loss_fn
 

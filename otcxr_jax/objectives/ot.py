@@ -225,6 +225,7 @@ def batched_transport(
     cost: CostKind = "cosine",
     lse_mode: bool | None = None,
     grad_mode: GradMode = "fixed",
+    cost_offset: jax.Array | None = None,
 ) -> OTResult:
   """Entropic OT between two views' dense features, batched with ``jax.vmap``; jit-able.
 
@@ -237,6 +238,9 @@ def batched_transport(
     lse_mode: log-domain (True) or kernel (False) iterations; ``None`` picks
       :func:`default_lse_mode`.
     grad_mode: ``'fixed'``, ``'unrolled'`` or ``'implicit'`` (see :func:`transport_from_cost`).
+    cost_offset: optional (B, N, M) constant added to the feature cost (e.g. a location prior);
+      no gradient flows into it. With it, ``lse_mode=None`` means log-domain iterations, since
+      the kernel-mode safety bound is known only for the bare cosine cost.
 
   Returns:
     An :class:`OTResult` of batch size B.
@@ -253,8 +257,12 @@ def batched_transport(
     raise ValueError(f"cost must be one of {COST_KINDS}, got {cost!r}")
   _check_solver_args(epsilon, num_iters, grad_mode)
   if lse_mode is None:
-    lse_mode = default_lse_mode(cost, epsilon, grad_mode)
+    lse_mode = cost_offset is not None or default_lse_mode(cost, epsilon, grad_mode)
   c = cost_matrix(x.astype(jnp.float32), y.astype(jnp.float32), kind=cost)
+  if cost_offset is not None:
+    if cost_offset.shape != c.shape:
+      raise ValueError(f"cost_offset must have shape {c.shape}, got {cost_offset.shape}")
+    c = c + jax.lax.stop_gradient(cost_offset.astype(jnp.float32))
   return transport_from_cost(
       c, epsilon=epsilon, num_iters=num_iters, lse_mode=lse_mode, grad_mode=grad_mode
   )
