@@ -68,6 +68,13 @@ def test_resume_continues_exactly(tmp_path):
                              [h["loss"] for h in full.history[3:]], rtol=0, atol=0)
 
 
+def test_relative_workdir(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  result, _ = _run("relative/workdir", 2)
+  assert (tmp_path / "relative/workdir/checkpoints/toy/2").is_dir()
+  assert result.history[-1]["step"] == 2
+
+
 def test_four_devices_match_one(tmp_path):
   assert len(jax.devices()) == 4
   one, _ = _run(tmp_path / "one", 3, devices=jax.devices()[:1])

@@ -63,3 +63,37 @@ def downsampled_pixels(source, *, size: int, batch_size: int = 256,
     x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear", antialias=True)
     return x.reshape(x.shape[0], -1)
   return extract(jax.jit(fn), source, batch_size=batch_size, label_key=label_key)
+
+
+def recalibrate_batch_stats(encoder: nnx.Module, source, *, image_size: int, batch_size: int,
+                            num_batches: int = 50) -> nnx.Module:
+  """Re-estimates an encoder's BatchNorm running statistics on ``source`` (weights unchanged).
+
+  ``num_batches`` train-mode forward passes update the running means and variances by their
+  exponential moving average (momentum 0.9: after 50 batches the initial values weigh 0.5%).
+  Used for the "random init, data BatchNorm statistics" floor: a freshly initialised encoder in
+  eval mode normalises with mean 0 and variance 1, which is not what the same encoder computes
+  once its statistics come from data, as a pretrained encoder's do.
+  """
+  graphdef, params, stats = nnx.split(encoder, nnx.Param, ...)
+
+  @jax.jit
+  def update(stats, images):
+    x = images.astype(jnp.float32) / 255.0
+    if x.shape[1:3] != (image_size, image_size):
+      x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), "bilinear")
+    model = nnx.merge(graphdef, params, stats, copy=True)
+    model.train()
+    model(x)
+    return nnx.split(model, nnx.Param, ...)[2]
+
+  transform = pipeline.select_keys(["image"])
+  for i, (batch, mask) in enumerate(pipeline.eval_batches(source, batch_size=batch_size,
+                                                          transform=transform)):
+    if i == num_batches:
+      break
+    if mask.all():
+      stats = update(stats, batch["image"])
+  model = nnx.merge(graphdef, params, stats)
+  model.eval()
+  return model

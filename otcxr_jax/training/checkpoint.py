@@ -7,6 +7,7 @@ batch and the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grain
@@ -19,7 +20,7 @@ class Checkpointer:
   """Saves every ``save_every`` steps (and on demand), keeps the newest ``max_to_keep``."""
 
   def __init__(self, directory: str | epath.PathLike, *, save_every: int, max_to_keep: int = 3):
-    self.directory = epath.Path(directory)
+    self.directory = absolute(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -61,6 +62,12 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def absolute(directory: str | epath.PathLike) -> epath.Path:
+  """orbax needs absolute paths: resolves a local path, keeps a remote one (gs://...) as is."""
+  path = epath.Path(directory)
+  return path if "://" in str(directory) else epath.Path(os.path.abspath(str(path)))
 
 
 def abstract_like(state: Any) -> Any:
