@@ -101,3 +101,64 @@ def test_invalid_config_names_the_field(field, value):
   config = dataclasses.replace(otcxr.OTCXRObjectiveConfig(), **{field: value})
   with pytest.raises(ValueError, match=rf"OTCXRObjectiveConfig\.{field}\b"):
     config.validate()
+
+
+def _numpy_vicreg_terms(z, gamma=1.0, eps=1e-4):
+  """VICReg variance and covariance of (N, D) samples, in float64 numpy."""
+  z = np.asarray(z, np.float64)
+  std = np.sqrt(z.var(axis=0, ddof=1) + eps)
+  var = np.mean(np.maximum(0.0, gamma - std))
+  c = np.cov(z, rowvar=False)
+  cov = (np.sum(c ** 2) - np.sum(np.diag(c) ** 2)) / z.shape[1]
+  return var, cov
+
+
+def test_centred_tokens_ignore_a_per_image_offset():
+  q_s, q_t = _views(n=5, m=5)
+  offset = jnp.asarray(np.random.default_rng(1).normal(size=(2, 1, 5)).astype(np.float32))
+  plain = dict(SOLVER, center_tokens=True)
+  _, a = otcxr.otcxr_loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
+  _, b = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
+  np.testing.assert_allclose(a["ot"], b["ot"], rtol=1e-5)
+  np.testing.assert_allclose(a["plan"], b["plan"], rtol=1e-4, atol=1e-7)
+  # without centring the offset changes the costs
+  _, c = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **SOLVER)
+  assert abs(float(c["ot"]) - float(a["ot"])) > 1e-3
+
+
+def test_location_cost_by_hand():
+  pos_s = jnp.asarray([[[0.1, 0.1], [0.1, 0.5]]])
+  pos_t = jnp.asarray([[[0.1, 0.1], [0.5, 0.5], [0.3, 0.1]]])
+  cost = otcxr.location_cost(pos_s, pos_t, jnp.asarray([0.2]))
+  expected = np.array([[[0.0, 0.32, 0.04], [0.16, 0.16, 0.20]]]) / 0.04
+  np.testing.assert_allclose(cost, expected, rtol=1e-5)
+
+
+def test_strong_location_prior_matches_positions():
+  """With a dominant location prior the plan follows the known correspondence."""
+  q_s, q_t = _views(n=4, m=4)
+  grid = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], np.float32)
+  perm = np.array([2, 0, 3, 1])
+  location = otcxr.location_cost(jnp.asarray(grid[None].repeat(2, 0)),
+                                 jnp.asarray(grid[perm][None].repeat(2, 0)), jnp.ones(2))
+  _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, location_weight=5.0,
+                            location=location, **SOLVER)
+  plan = np.asarray(aux["plan"])
+  # cell i of view s sits where cell argsort(perm)[i] of view t sits
+  np.testing.assert_array_equal(plan.argmax(axis=2), np.tile(np.argsort(perm), (2, 1)))
+  np.testing.assert_allclose(plan.max(axis=2), 0.25, atol=1e-3)
+  with pytest.raises(ValueError, match="location_weight > 0 needs"):
+    otcxr.otcxr_loss(q_s, q_t, location_weight=1.0, **SOLVER)
+
+
+def test_varcov_per_position_matches_numpy():
+  q_s, q_t = _views(batch=7, n=3, m=3, d=4)
+  _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=0.0, beta=1.0, eta=1.0, varcov_per_position=True,
+                            **SOLVER)
+  var = cov = 0.0
+  for q in (q_s, q_t):
+    terms = [_numpy_vicreg_terms(np.asarray(q)[:, n]) for n in range(q.shape[1])]
+    var += np.mean([t[0] for t in terms])
+    cov += np.mean([t[1] for t in terms])
+  np.testing.assert_allclose(aux["var"], var, rtol=1e-5)
+  np.testing.assert_allclose(aux["cov"], cov, rtol=1e-4)

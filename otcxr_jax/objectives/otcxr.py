@@ -65,6 +65,10 @@ class OTCXRObjectiveConfig:
       that only encodes a cell's position in its view (zero padding makes convolutional
       features position-aware) no longer lowers the loss; without it, on the synthetic data the
       plan locks onto "same grid cell" matches whatever the crops are.
+    varcov_per_position: take the variance/covariance terms over the batch separately at each
+      token position and average them (as VICRegL does for local features), instead of over
+      batch x positions pooled together. Pooled, the variation between positions of one image
+      (top vs bottom of the chest) counts as feature variance and correlates every dimension.
   """
 
   alpha: float = 50.0
@@ -77,6 +81,7 @@ class OTCXRObjectiveConfig:
   grad_mode: str = "fixed"
   center_tokens: bool = False
   location_weight: float = 0.0
+  varcov_per_position: bool = False
 
   def validate(self) -> OTCXRObjectiveConfig:
     """Returns self, or raises ValueError naming the first invalid field."""
@@ -149,6 +154,7 @@ def otcxr_loss(
     grad_mode: ot.GradMode = OTCXRObjectiveConfig.grad_mode,
     center_tokens: bool = OTCXRObjectiveConfig.center_tokens,
     location_weight: float = OTCXRObjectiveConfig.location_weight,
+    varcov_per_position: bool = OTCXRObjectiveConfig.varcov_per_position,
     location: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """OTCXR loss of two views' projected dense features; jit-able and differentiable.
@@ -187,8 +193,15 @@ def otcxr_loss(
       grad_mode=grad_mode,
   )
   ot_loss = jnp.mean(result.loss)
-  var = regularizers.variance_loss(q_s) + regularizers.variance_loss(q_t)
-  cov = regularizers.covariance_loss(q_s) + regularizers.covariance_loss(q_t)
+  if varcov_per_position:
+    per_position = lambda f, q: jnp.mean(jax.vmap(f, in_axes=1)(q))
+    var = (per_position(regularizers.variance_loss, q_s)
+           + per_position(regularizers.variance_loss, q_t))
+    cov = (per_position(regularizers.covariance_loss, q_s)
+           + per_position(regularizers.covariance_loss, q_t))
+  else:
+    var = regularizers.variance_loss(q_s) + regularizers.variance_loss(q_t)
+    cov = regularizers.covariance_loss(q_s) + regularizers.covariance_loss(q_t)
   loss = alpha * ot_loss + beta * var + eta * cov
   aux = {
       "loss": loss,
