@@ -13,7 +13,8 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-MODES = ("demo", "pretrain", "linear_probe", "build_dataset")
+MODES = ("demo", "pretrain", "linear_probe", "knn", "build_dataset")
+PROBE_INITS = ("pretrained", "random")
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "vit_s16", "vit_b16")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -79,6 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
       grad_mode="fixed",
       center_tokens=True,          # OT cost on per-image centred tokens (see objectives/otcxr.py)
       location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
+      varcov_per_position=False,   # var/cov over the batch at each position, then averaged
   )
   c.optim = dict(
       name="lars",
@@ -98,6 +100,7 @@ def base_config() -> ml_collections.ConfigDict:
       keep_checkpoints=2,
       compute_dtype="float32",     # 'bfloat16': bf16 activations, fp32 parameters
       tensorboard=True,
+      on_nonfinite="stop",         # non-finite loss/gradient: 'stop' (raise) or 'skip' the update
   )
   c.probe = dict(
       batch_size=256,              # feature extraction and probe training
@@ -105,6 +108,12 @@ def base_config() -> ml_collections.ConfigDict:
       learning_rate=1e-2,
       weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # chosen on validation mean AUC
       pixel_floor_size=16,         # raw-pixel floor: images downsampled to this side
+      init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
+      checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
+  )
+  c.knn = dict(
+      k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018)
+      temperature=0.07,            # T of the vote weights exp(cosine / T)
   )
   c.report = dict(
       num_correspondences=12,      # strongest transport-plan matches drawn
@@ -142,10 +151,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
   _require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
            f"one of {COMPUTE_DTYPES}")
+  from otcxr_jax.training import loop  # the policies LoopConfig accepts
+  _require(c.train.on_nonfinite in loop.NONFINITE_POLICIES, "train.on_nonfinite",
+           c.train.on_nonfinite, f"one of {loop.NONFINITE_POLICIES}")
   _positive(c, ["data.image_size", "model.width", "model.projector_hidden", "model.projector_dim",
                 "model.projector_layers", "model.cvsim_heads", "train.batch_size",
                 "train.num_steps", "train.log_every", "optim.base_learning_rate",
                 "probe.batch_size", "probe.num_steps", "probe.learning_rate"])
+  _require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
+  _require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
+           "a directory path ('' for <workdir>/checkpoints/pretrain)")
+  _require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",
+           c.knn.k, "a positive int")
+  _positive(c, ["knn.temperature"])
   _require(c.model.encoder.startswith("resnet") or c.data.image_size % 16 == 0, "data.image_size",
            c.data.image_size, "a multiple of 16 for a ViT/16 encoder")
   _require(c.model.projector_dim % c.model.cvsim_heads == 0 or not c.model.cvsim,

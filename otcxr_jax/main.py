@@ -8,14 +8,18 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
   a random-init encoder, write ``<workdir>/report.md`` with plots;
 * ``pretrain``: OTCXR pretraining only;
 * ``linear_probe``: frozen-encoder linear probe of a pretraining workdir (or random init);
+* ``knn``: weighted k-nearest-neighbour evaluation of the same frozen encoder;
 * ``build_dataset``: build a TFDS dataset (real ones from ``config.data.manual_dir``).
 
-An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint.
+An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint. On
+SIGTERM (preemption) a run saves a checkpoint at the next step boundary and exits with status 0,
+printing the command that resumes it.
 """
 
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 
 from absl import app, flags, logging
@@ -32,6 +36,7 @@ _MODE_MODULES = {
     "demo": "otcxr_jax.modes.demo",
     "pretrain": "otcxr_jax.modes.pretrain",
     "linear_probe": "otcxr_jax.modes.linear_probe",
+    "knn": "otcxr_jax.modes.knn",
     "build_dataset": "otcxr_jax.modes.build_dataset",
 }
 
@@ -56,7 +61,13 @@ def main(argv) -> None:
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
   module = importlib.import_module(_MODE_MODULES[config.mode])
-  module.run(config, workdir)
+  from otcxr_jax.training import loop
+  try:
+    module.run(config, workdir)
+  except loop.Preempted as e:
+    command = " ".join(["python -m otcxr_jax.main", *map(shlex.quote, sys.argv[1:])])
+    print(f"{e}. Resume by running the same command again: {command}", flush=True)
+    sys.exit(0)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

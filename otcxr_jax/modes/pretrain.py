@@ -98,7 +98,7 @@ def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:
   t = config.train
   return loop.LoopConfig(num_steps=t.num_steps, log_every=t.log_every,
                          checkpoint_every=t.checkpoint_every, max_to_keep=t.keep_checkpoints,
-                         tensorboard=t.tensorboard)
+                         tensorboard=t.tensorboard, on_nonfinite=t.on_nonfinite)
 
 
 def save_config(config: ml_collections.ConfigDict, workdir) -> None:

@@ -1,17 +1,29 @@
 """The train loop shared by every mode (pretraining, probes, fine-tuning, segmentation).
 
 What differs between modes is only the model, the loss function and the batches; everything
-else — sharding, the jitted functional step, checkpoints and exact resumption, logging, progress —
-is here, once.
+else — sharding, the jitted functional step, checkpoints and exact resumption, logging, progress,
+preemption and non-finite losses — is here, once.
+
+Preemption: a SIGTERM (what TPU VMs, SLURM and Kubernetes send before taking a machine away) makes
+the run save a checkpoint at the next step boundary and raise :class:`Preempted`; the same command
+run again resumes from it.
+
+Non-finite losses: the jitted step checks its loss and gradient norm and, when either is not
+finite, keeps the previous parameters, model state and optimiser state (the step counter and the
+data still advance), so the state never holds NaN/Inf. ``LoopConfig.on_nonfinite`` then decides:
+``'stop'`` raises :class:`NonFiniteLossError` naming the step; ``'skip'`` goes on and logs the
+number of skipped steps as ``skipped_steps``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import signal
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
@@ -23,6 +35,8 @@ from otcxr_jax.training import sharding as shard_lib
 from otcxr_jax.training import state as state_lib
 from otcxr_jax.training.progress import Progress
 from otcxr_jax.training.writers import MetricLog
+
+NONFINITE_POLICIES = ("stop", "skip")
 
 # hook(step, graphdef, state) -> optional dict of scalars to log (periodic evaluators)
 Hook = Callable[[int, Any, state_lib.TrainState], dict | None]
@@ -36,6 +50,12 @@ class LoopConfig:
   max_to_keep: int = 2
   tensorboard: bool = True
   hook_every: int = 0
+  on_nonfinite: str = "stop"  # 'stop' | 'skip' (see the module docstring)
+
+  def __post_init__(self):
+    if self.on_nonfinite not in NONFINITE_POLICIES:
+      raise ValueError(f"LoopConfig.on_nonfinite={self.on_nonfinite!r}: expected one of "
+                       f"{NONFINITE_POLICIES}.")
 
 
 @dataclasses.dataclass
@@ -54,6 +74,53 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
+class Preempted(Exception):
+  """The run received SIGTERM and saved a checkpoint at ``step`` in ``directory``."""
+
+  def __init__(self, step: int, directory: epath.Path):
+    super().__init__(f"preempted at step {step}; checkpoint saved in {directory}")
+    self.step, self.directory = step, directory
+
+
+def guard_nonfinite(step_fn: Callable) -> Callable:
+  """Wraps ``step(state, batch) -> (state, metrics)`` to discard non-finite updates on device.
+
+  Returns ``step(state, batch, skipped) -> (state, metrics, finite, skipped)``: when the loss or
+  the gradient norm is not finite, the previous parameters, model and optimiser state are kept
+  (only ``state.step`` advances) and the int32 counter ``skipped`` is incremented. Everything is
+  selected with ``jnp.where`` inside the jitted step: no host synchronisation.
+  """
+
+  def step(state: state_lib.TrainState, batch, skipped: jax.Array):
+    new, metrics = step_fn(state, batch)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    return kept.replace(step=new.step), metrics, finite, skipped + (~finite).astype(jnp.int32)
+
+  return step
+
+
+class _SigtermFlag:
+  """Records SIGTERM while installed (main thread only); restores the previous handler on exit."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
         loss_fn: state_lib.LossFn, tx: optax.GradientTransformation,
         batches: Iterator[dict[str, np.ndarray]], global_batch_size: int, config: LoopConfig,
@@ -67,6 +134,11 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     global_batch_size: examples per step over all processes (for throughput and checks).
     trainable: nnx filter of the trained parameters; the rest of the model is frozen.
     schedule: the learning-rate schedule, logged as ``learning_rate``.
+
+  Raises:
+    Preempted: on SIGTERM, after saving a checkpoint of the last completed step.
+    NonFiniteLossError: with ``on_nonfinite='stop'``, at the first step whose loss or gradient
+      norm is not finite (that step's update is not applied).
   """
   mesh = mesh or shard_lib.make_mesh()
   shard_lib.check_batch_size(global_batch_size, mesh)
@@ -85,9 +157,17 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
 
   repl = shard_lib.replicated(mesh)
-  step_fn = jax.jit(state_lib.make_train_step(graphdef, loss_fn, tx, trainable),
-                    in_shardings=(repl, shard_lib.batch_sharded(mesh)),
-                    out_shardings=(repl, repl), donate_argnums=(0,))
+  step_fn = jax.jit(guard_nonfinite(state_lib.make_train_step(graphdef, loss_fn, tx, trainable)),
+                    in_shardings=(repl, shard_lib.batch_sharded(mesh), repl),
+                    out_shardings=(repl, repl, repl, repl), donate_argnums=(0,))
+  skipped = jax.device_put(jnp.zeros((), jnp.int32), repl)
+
+  def check_finite(finite: jax.Array, at_step: int) -> None:
+    if config.on_nonfinite == "stop" and not bool(finite):
+      raise NonFiniteLossError(
+          f"[{name}] loss or gradient is not finite at step {at_step}; last good checkpoint: "
+          f"step {checkpointer.latest_step} in {checkpointer.directory} (the update of step "
+          f"{at_step} was not applied; train.on_nonfinite='skip' goes on without it)")
 
   log = MetricLog(workdir, name, tensorboard=config.tensorboard)
   progress = Progress(total_steps=config.num_steps, examples_per_step=global_batch_size,
@@ -95,35 +175,44 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
   history: list[dict[str, float]] = []
   step = int(state.step)
   first = step
+  pending = None  # (finite flag, step): checked once the next step is dispatched
   try:
-    while step < config.num_steps:
-      batch = shard_lib.to_global(next(batches), mesh)
-      state, metrics = step_fn(state, batch)
-      step += 1
-      if step == first + 1:
-        jax.block_until_ready(metrics)
-        progress.start(step)
-      if step % config.log_every == 0 or step == config.num_steps:
-        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(scalars["loss"]):
-          raise NonFiniteLossError(
-              f"[{name}] loss is {scalars['loss']} at step {step}; last good checkpoint: "
-              f"step {checkpointer.latest_step} in {checkpointer.directory}")
-        line, rate = progress.line(step, {k: scalars[k] for k in _shown(scalars)})
-        scalars["images_per_sec"] = rate
-        if schedule is not None:
-          scalars["learning_rate"] = float(schedule(step - 1))
-        if jax.process_index() == 0:
-          print(line, flush=True)
-        log.write(step, scalars)
-        history.append({"step": step, **scalars})
-      if config.hook_every and step % config.hook_every == 0:
-        for hook in hooks:
-          extra = hook(step, graphdef, state)
-          if extra:
-            log.write(step, extra)
-            history.append({"step": step, **extra})
-      checkpointer.maybe_save(step, state, batches, force=step == config.num_steps)
+    with _SigtermFlag() as sigterm:
+      while step < config.num_steps:
+        batch = shard_lib.to_global(next(batches), mesh)
+        state, metrics, finite, skipped = step_fn(state, batch, skipped)
+        step += 1
+        if pending is not None:
+          check_finite(*pending)  # the device is already busy with this step
+        pending = (finite, step)
+        if step == first + 1:
+          jax.block_until_ready(metrics)
+          progress.start(step)
+        last = step == config.num_steps
+        if step % config.log_every == 0 or last:
+          check_finite(*pending)
+          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          scalars["skipped_steps"] = float(skipped)
+          line, rate = progress.line(step, {k: scalars[k] for k in _shown(scalars)})
+          scalars["images_per_sec"] = rate
+          if schedule is not None:
+            scalars["learning_rate"] = float(schedule(step - 1))
+          if jax.process_index() == 0:
+            print(line, flush=True)
+          log.write(step, scalars)
+          history.append({"step": step, **scalars})
+        if config.hook_every and step % config.hook_every == 0:
+          for hook in hooks:
+            extra = hook(step, graphdef, state)
+            if extra:
+              log.write(step, extra)
+              history.append({"step": step, **extra})
+        periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
+        if last or sigterm.received or periodic:
+          check_finite(*pending)  # never checkpoint past an unchecked step
+          checkpointer.maybe_save(step, state, batches, force=True)
+        if sigterm.received and not last:
+          raise Preempted(step, checkpointer.directory)
   finally:
     log.close()
     checkpointer.close()
@@ -132,4 +221,5 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
 
 def _shown(scalars: dict[str, float]) -> list[str]:
   preferred = ["loss", "ot", "var", "cov", "marginal_error"]
-  return [k for k in preferred if k in scalars] or ["loss"]
+  shown = [k for k in preferred if k in scalars] or ["loss"]
+  return shown + (["skipped_steps"] if scalars.get("skipped_steps") else [])

@@ -1,0 +1,58 @@
+"""Weighted kNN evaluation of a frozen encoder (pretrained or at random init).
+
+The training split's L2-normalised pooled features are the labelled bank; validation and test
+images are scored by the weighted vote of their ``config.knn.k`` most similar bank images
+(``evaluation/knn.py``, temperature ``config.knn.temperature``). No parameter is trained, so
+validation and test are both reported. Writes ``<workdir>/metrics.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import ml_collections
+from etils import epath
+
+from otcxr_jax.data import datasets
+from otcxr_jax.evaluation import checkpoints, knn, summary
+from otcxr_jax.modes import linear_probe
+
+RUN_NAME = "knn"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  start = time.time()
+  workdir = epath.Path(workdir)
+  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  print(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
+        ", ".join(f"{k} {v}" for k, v in origin.items()), flush=True)
+  feats = linear_probe.frozen_features(config, encoder, run_name=RUN_NAME)
+  bank_x, bank_y = feats["train"]
+  if config.knn.k > len(bank_x):
+    raise ValueError(f"config.knn.k={config.knn.k} exceeds the {len(bank_x)} images of the "
+                     f"training split (the neighbour bank).")
+  class_names = datasets.class_names(config)
+  splits = {}
+  for split in ("validation", "test"):
+    x, y = feats[split]
+    scores = knn.knn_scores(bank_x, bank_y, x, k=config.knn.k,
+                            temperature=config.knn.temperature,
+                            batch_size=config.probe.batch_size)
+    splits[split] = summary.auc_summary(y, scores, class_names, seed=config.seed)
+  result = {
+      "mode": RUN_NAME,
+      **origin,
+      "encoder": config.model.encoder,
+      "k": config.knn.k,
+      "temperature": config.knn.temperature,
+      "bank_size": int(len(bank_x)),
+      **splits,
+      "seconds": time.time() - start,
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+  }
+  path = summary.write_metrics(workdir, result)
+  print(f"[{RUN_NAME}] {origin['init']} encoder, k={config.knn.k}, "
+        f"T={config.knn.temperature:g}:\n{summary.auc_table(splits)}\n"
+        f"[{RUN_NAME}] metrics: {path}", flush=True)
+  return result

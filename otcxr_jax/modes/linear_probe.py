@@ -1,0 +1,72 @@
+"""Frozen-encoder linear probe of a pretraining run (or of the same encoder at random init).
+
+1. the encoder ``config.probe.init`` selects: the latest checkpoint of ``config.probe.checkpoint_dir``
+   (default ``<workdir>/checkpoints/pretrain``) or pretraining's random initialisation;
+2. frozen pooled features of the train, validation and test splits;
+3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
+   best validation mean AUC kept, the test split evaluated once with it;
+4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals) and a table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from otcxr_jax.data import datasets
+from otcxr_jax.evaluation import checkpoints, features, linear_probe, summary
+
+RUN_NAME = "linear_probe"
+
+
+def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
+                    run_name: str = RUN_NAME) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """``{'train' | 'validation' | 'test': (pooled features (N, C), labels (N, K))}``."""
+  d = config.data
+  splits = {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
+  fn = features.pooled_feature_fn(encoder, d.image_size)
+  out = {}
+  for name, split in splits.items():
+    out[name] = features.extract(fn, datasets.split_source(config, split),
+                                 batch_size=config.probe.batch_size)
+  print(f"[{run_name}] features: " +
+        ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()), flush=True)
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  start = time.time()
+  workdir = epath.Path(workdir)
+  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  print(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
+        ", ".join(f"{k} {v}" for k, v in origin.items()), flush=True)
+  feats = frozen_features(config, encoder)
+  p = config.probe
+  probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
+                           weight_decays=p.weight_decays, num_steps=p.num_steps,
+                           batch_size=p.batch_size, learning_rate=p.learning_rate,
+                           seed=config.seed)
+  class_names = datasets.class_names(config)
+  test = summary.auc_summary(feats["test"][1], probe.test_scores, class_names, seed=config.seed)
+  result = {
+      "mode": RUN_NAME,
+      **origin,
+      "encoder": config.model.encoder,
+      "weight_decay": probe.weight_decay,
+      "validation_mean_auc_by_weight_decay": {f"{k:g}": v
+                                              for k, v in probe.val_by_weight_decay.items()},
+      "validation_mean_auc": probe.val_auc,
+      "test": test,
+      "seconds": time.time() - start,
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+  }
+  path = summary.write_metrics(workdir, result)
+  print(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
+        f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"
+        f"[{RUN_NAME}] metrics: {path}", flush=True)
+  return result
