@@ -64,6 +64,7 @@ class LoopResult:
   state: state_lib.TrainState
   history: list[dict[str, float]]
   resumed_from: int | None
+  stopped_early: str | None = None  # the reason a hook gave for ending the run early
 
   def model(self) -> nnx.Module:
     """The trained model in evaluation mode (on host-replicated parameters)."""
@@ -72,6 +73,15 @@ class LoopResult:
 
 class NonFiniteLossError(FloatingPointError):
   pass
+
+
+class StopTraining(Exception):
+  """Raised by a hook to end the run early (e.g. no validation improvement): the loop saves a
+  checkpoint of the current step and returns normally with ``LoopResult.stopped_early`` set."""
+
+  def __init__(self, reason: str, extra: dict[str, float] | None = None):
+    super().__init__(reason)
+    self.reason, self.extra = reason, dict(extra or {})
 
 
 class Preempted(Exception):
@@ -136,6 +146,7 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     schedule: the learning-rate schedule, logged as ``learning_rate``.
 
   Raises:
+    (A hook raising :class:`StopTraining` ends the run early, after a checkpoint.)
     Preempted: on SIGTERM, after saving a checkpoint of the last completed step.
     NonFiniteLossError: with ``on_nonfinite='stop'``, at the first step whose loss or gradient
       norm is not finite (that step's update is not applied).
@@ -176,6 +187,7 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
   step = int(state.step)
   first = step
   pending = None  # (finite flag, step): checked once the next step is dispatched
+  stopped_early = None
   try:
     with _SigtermFlag() as sigterm:
       while step < config.num_steps:
@@ -203,20 +215,30 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
           history.append({"step": step, **scalars})
         if config.hook_every and step % config.hook_every == 0:
           for hook in hooks:
-            extra = hook(step, graphdef, state)
+            try:
+              extra = hook(step, graphdef, state)
+            except StopTraining as stop:
+              extra, stopped_early = stop.extra, stop.reason
             if extra:
               log.write(step, extra)
               history.append({"step": step, **extra})
+            if stopped_early:
+              break
+        if stopped_early and jax.process_index() == 0:
+          print(f"[{name}] stopped early at step {step}: {stopped_early}", flush=True)
         periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-        if last or sigterm.received or periodic:
+        if last or sigterm.received or periodic or stopped_early:
           check_finite(*pending)  # never checkpoint past an unchecked step
           checkpointer.maybe_save(step, state, batches, force=True)
+        if stopped_early:
+          break
         if sigterm.received and not last:
           raise Preempted(step, checkpointer.directory)
   finally:
     log.close()
     checkpointer.close()
-  return LoopResult(graphdef=graphdef, state=state, history=history, resumed_from=resumed_from)
+  return LoopResult(graphdef=graphdef, state=state, history=history, resumed_from=resumed_from,
+                    stopped_early=stopped_early)
 
 
 def _shown(scalars: dict[str, float]) -> list[str]:
