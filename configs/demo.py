@@ -31,6 +31,10 @@ def get_config():
   c.model.width = 0.25
   c.model.stem = "small"
   c.model.stem_stride = 2
+  # GroupNorm: no batch statistics, so the random-init baseline is the same function in training
+  # and evaluation (with BatchNorm, eval at init skips normalisation altogether; docs/results.md).
+  c.model.norm = "group"
+  c.model.norm_groups = 8
   c.model.dense_stage = "dense"        # 4x4 map at 64x64 (stride 16)
   c.model.projector_hidden = 512
   c.model.projector_dim = 128

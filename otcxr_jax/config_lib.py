@@ -13,8 +13,13 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
-MODES = ("demo", "pretrain", "linear_probe", "knn", "build_dataset")
+MODES = ("demo", "pretrain", "linear_probe", "knn", "finetune", "segment", "localize", "report",
+         "build_dataset")
 PROBE_INITS = ("pretrained", "random")
+FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
+# Pretraining methods: OTCXR and the baselines of objectives/baselines.py, each with its own config
+# section of hyperparameters (config.<method>; OTCXR's is config.objective).
+METHODS = ("otcxr", "simclr", "byol", "barlow_twins", "vicreg", "vicregl")
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "vit_s16", "vit_b16")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -28,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = "pretrain"
   c.seed = 0
+  c.method = "otcxr"               # pretraining method: one of METHODS
 
   c.data = dict(
       name="synthetic_cxr",        # TFDS dataset name (a package under tfds_builders/)
@@ -59,6 +65,8 @@ def base_config() -> ml_collections.ConfigDict:
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
       stem_stride=1,               # small stem only
+      norm="batch",                # ResNet normalisation: 'batch' or 'group' (GroupNorm)
+      norm_groups=32,              # GroupNorm groups (gcd with each layer's channels)
       in_channels=1,
       dense_stage="dense",         # 'dense' = last stage; or a stage name such as 'stage3'
       projector_hidden=2048,
@@ -68,8 +76,7 @@ def base_config() -> ml_collections.ConfigDict:
       cvsim_heads=4,
       cvsim_mlp_ratio=2.0,
   )
-  c.objective = dict(
-      name="otcxr",
+  c.objective = dict(              # OTCXR (method 'otcxr'), objectives/otcxr.py
       alpha=50.0,                  # weight of L_OT
       beta=12.5,                   # weight of each view's variance term
       eta=1.0,                     # weight of each view's covariance term
@@ -81,6 +88,19 @@ def base_config() -> ml_collections.ConfigDict:
       center_tokens=True,          # OT cost on per-image centred tokens (see objectives/otcxr.py)
       location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
       varcov_per_position=False,   # var/cov over the batch at each position, then averaged
+      alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
+  )
+  # Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
+  # and the projector sizes from config.model (pooled features -> projector; BYOL's predictor
+  # has the projector's architecture, VICRegL's local projector too).
+  c.simclr = dict(temperature=0.1)
+  c.byol = dict(base_tau=0.996)    # EMA decay of the target network at step 0, cosine to 1
+  c.barlow_twins = dict(lambda_offdiag=5e-3, eps=1e-5)
+  c.vicreg = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4)
+  c.vicregl = dict(
+      alpha=0.75, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4,
+      num_matches=(20, 4),         # location matches s->t, t->s (at most the dense map's cells)
+      num_feature_matches=config_dict.placeholder(tuple),  # None: every cell
   )
   c.optim = dict(
       name="lars",
@@ -115,8 +135,60 @@ def base_config() -> ml_collections.ConfigDict:
       k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018)
       temperature=0.07,            # T of the vote weights exp(cosine / T)
   )
+  c.segment = dict(                # mode 'segment' (modes/segment.py); encoder from probe.init
+      split="train",               # training split ('train_10pct' etc. for a label fraction)
+      batch_size=16,               # global, also the evaluation batch
+      num_steps=10_000,
+      encoder_learning_rate=1e-4,  # AdamW peaks (absolute, not scaled by the batch size)
+      decoder_learning_rate=1e-3,
+      weight_decay=1e-4,
+      warmup_steps=500,
+      dice_weight=1.0,             # loss = BCE + dice_weight * soft Dice
+      threshold=0.5,               # a pixel is predicted positive where sigmoid(logit) > threshold
+      eval_every=500,              # validation Dice every this many steps
+      patience=5,                  # evaluations without improvement before stopping; 0 = never
+      selection_metric="dice_all", # validation 'dice_all' (every image) or 'dice_positive'
+      decoder_channels=(256, 128, 64, 32, 16),  # per decoder level, deepest first
+      crop_scale=(0.7, 1.0),       # training augmentation: crop area fraction,
+      rotation_deg=5.0,            # rotation range, brightness and contrast jitter
+      brightness=0.1,
+      contrast=0.1,
+  )
+  c.finetune = dict(               # whole-network fine-tuning (modes/finetune.py)
+      split="train_10pct",         # label fraction: one of FINETUNE_SPLITS
+      init="pretrained",           # encoder start: 'pretrained' (checkpoint_dir) or 'random'
+      checkpoint_dir="",           # any run's checkpoint directory holding an encoder
+      batch_size=64,               # training and evaluation batch (global)
+      num_steps=6000,
+      optimizer="adamw",           # one of training/optim.OPTIMIZERS
+      encoder_learning_rate=1e-4,  # peak learning rates (warm-up, then cosine decay to 0)
+      head_learning_rate=1e-3,
+      weight_decay=1e-2,           # on weight matrices only
+      warmup_steps=300,
+      eval_every=300,              # validation mean AUC every this many steps (divides num_steps)
+      patience=5,                  # evaluations without improvement before stopping; 0 = never
+      crop_scale=(0.7, 1.0),       # training view: random resized crop of this area fraction,
+      rotation_deg=5.0,            # rotated by U(-rotation_deg, rotation_deg); no photometric
+  )
+  c.localize = dict(               # mode 'localize' (modes/localize.py): heatmaps against boxes
+      methods=("cam", "attention", "transport"),  # of evaluation/localization.METHODS
+      classifier_workdir="",       # 'cam': the fine-tuning run whose classifier is explained
+      init="pretrained",           # 'attention'/'transport': pretraining network, or 'random' init
+      checkpoint_dir="",           # its checkpoints ('' = <workdir>/checkpoints/pretrain)
+      num_references=8,            # 'transport': normal training images the image is matched to
+      threshold_mode="fraction_of_max",  # IoU region: 'fraction_of_max' or 'top_fraction'
+      threshold=0.5,               # in (0, 1]: of the min-max normalised map, or of the pixels
+      batch_size=32,
+      num_examples=8,              # instances drawn in localize_examples.png
+  )
   c.report = dict(
       num_correspondences=12,      # strongest transport-plan matches drawn
+      workdirs=(),                 # mode 'report': evaluation workdirs collected into report.md
+  )
+  c.distributed = dict(            # multi-process runs (training/distributed.py)
+      coordinator_address="",      # 'host:port' of process 0; '' = env / cluster detection
+      num_processes=0,             # 0 = env / cluster detection; 1 = single process
+      process_id=-1,               # -1 = env / cluster detection
   )
   return c
 
@@ -142,6 +214,7 @@ def _get(c, dotted: str):
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first invalid field."""
   _require(c.mode in MODES, "mode", c.mode, f"one of {MODES}")
+  _validate_distributed(c)
   if c.mode == "build_dataset":
     _require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
     return
@@ -149,6 +222,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
            "'imagenet' or 'small'")
   _require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
+  _require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
+  _require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
+           c.model.norm_groups, "a positive int")
   _require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
            f"one of {COMPUTE_DTYPES}")
   from otcxr_jax.training import loop  # the policies LoopConfig accepts
@@ -174,7 +250,102 @@ def validate(c: ml_collections.ConfigDict) -> None:
   from otcxr_jax.training import optim  # light import: optax only
   _require(c.optim.name in optim.OPTIMIZERS, "optim.name", c.optim.name,
            f"one of {optim.OPTIMIZERS}")
+  _validate_finetune(c)
+  if c.mode == "segment":
+    _validate_segment(c)
+  if c.mode == "localize":
+    _validate_localize(c)
+  if c.mode == "report":
+    _require(isinstance(c.report.workdirs, (tuple, list)) and len(c.report.workdirs) > 0 and
+             all(isinstance(w, str) and w for w in c.report.workdirs), "report.workdirs",
+             c.report.workdirs, "a non-empty tuple of evaluation workdirs")
   _validate_parts(c)
+
+
+def _validate_distributed(c: ml_collections.ConfigDict) -> None:
+  """The ``distributed`` fields (defaults mean: from the environment or the cluster)."""
+  from otcxr_jax.training import distributed
+  d = c.distributed
+  if d.coordinator_address:
+    try:
+      distributed.check_address(d.coordinator_address, "config.distributed.coordinator_address")
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+  for field, minimum in (("num_processes", 0), ("process_id", -1)):
+    v = d[field]
+    _require(isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+             f"distributed.{field}", v, f"an int >= {minimum}")
+  _require(d.num_processes == 0 or d.process_id < d.num_processes, "distributed.process_id",
+           d.process_id, f"below distributed.num_processes={d.num_processes}")
+
+
+def _validate_segment(c: ml_collections.ConfigDict) -> None:
+  """The ``segment`` fields, the decoder's fit to the encoder, and the dataset's masks."""
+  from otcxr_jax.modes import segment
+  s = c.segment
+  _require(isinstance(s.split, str) and bool(s.split), "segment.split", s.split, "a split name")
+  _positive(c, ["segment.batch_size", "segment.num_steps", "segment.encoder_learning_rate",
+                "segment.decoder_learning_rate", "segment.eval_every"])
+  for field in ("warmup_steps", "patience"):
+    _require(isinstance(s[field], int) and not isinstance(s[field], bool) and s[field] >= 0,
+             f"segment.{field}", s[field], "an int >= 0")
+  for field in ("weight_decay", "dice_weight"):
+    _require(s[field] >= 0, f"segment.{field}", s[field], ">= 0")
+  _require(0.0 < s.threshold < 1.0, "segment.threshold", s.threshold, "a probability in (0, 1)")
+  _require(s.eval_every <= s.num_steps, "segment.eval_every", s.eval_every,
+           f"at most segment.num_steps={s.num_steps} (the best state is chosen on validation)")
+  _require(s.selection_metric in segment.SELECTION_METRICS, "segment.selection_metric",
+           s.selection_metric, f"one of {segment.SELECTION_METRICS}")
+  strides = segment.decoder_strides(c)
+  channels = s.decoder_channels
+  _require(isinstance(channels, (tuple, list)) and len(channels) == len(strides) and
+           all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in channels),
+           "segment.decoder_channels", channels,
+           f"{len(strides)} positive ints, one per decoder level (strides {strides}, deepest "
+           f"first) of model.encoder={c.model.encoder!r} with these model fields")
+  try:
+    segment.augment_config(c)
+  except ValueError as e:
+    raise ConfigError(f"config.segment: {e}") from None
+  _require(segment.dataset_has_masks(c), "data.name", c.data.name,
+           "a dataset with segmentation masks (a 'mask' feature), such as "
+           "'siim_acr_pneumothorax' or 'synthetic_cxr'")
+
+
+def _validate_localize(c: ml_collections.ConfigDict) -> None:
+  """The ``localize`` fields, what each method needs, and the dataset's boxes."""
+  from otcxr_jax.evaluation import localization
+  from otcxr_jax.modes import localize
+  l = c.localize
+  methods = l.methods
+  _require(isinstance(methods, (tuple, list)) and len(methods) > 0 and
+           len(set(methods)) == len(methods) and set(methods) <= set(localization.METHODS),
+           "localize.methods", methods,
+           f"a non-empty tuple of distinct methods of {localization.METHODS}")
+  _require("cam" not in methods or bool(l.classifier_workdir), "localize.classifier_workdir",
+           l.classifier_workdir, "the workdir of a fine-tuning run (method 'cam')")
+  _require(l.init in PROBE_INITS, "localize.init", l.init, f"one of {PROBE_INITS}")
+  _require(isinstance(l.checkpoint_dir, str), "localize.checkpoint_dir", l.checkpoint_dir,
+           "a directory path ('' for <workdir>/checkpoints/pretrain)")
+  pretraining = [m for m in methods if m in localize.PRETRAINING_METHODS]
+  _require(not pretraining or c.method == "otcxr", "method", c.method,
+           f"'otcxr' for the pretraining-network maps {pretraining}")
+  _require("attention" not in methods or c.model.cvsim, "model.cvsim", c.model.cvsim,
+           "True for method 'attention' (CV-SIM attention maps)")
+  _require(l.threshold_mode in localization.THRESHOLD_MODES, "localize.threshold_mode",
+           l.threshold_mode, f"one of {localization.THRESHOLD_MODES}")
+  _require(isinstance(l.threshold, (int, float)) and 0.0 < l.threshold <= 1.0,
+           "localize.threshold", l.threshold, "a number in (0, 1]")
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  _require(is_int(l.batch_size) and l.batch_size >= 1, "localize.batch_size", l.batch_size,
+           "an int >= 1")
+  _require(is_int(l.num_examples) and l.num_examples >= 0, "localize.num_examples",
+           l.num_examples, "an int >= 0")
+  _require(is_int(l.num_references) and l.num_references >= 1, "localize.num_references",
+           l.num_references, "an int >= 1")
+  _require(localize.dataset_has_boxes(c), "data.name", c.data.name,
+           "a dataset with boxes ('boxes' and 'box_labels'), such as 'nih_chest_xray14' or "
+           "'synthetic_cxr'")
 
 
 def _validate_parts(c: ml_collections.ConfigDict) -> None:
@@ -185,11 +356,29 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
     augment_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.augment: {e}") from None
-  _require(c.objective.name == "otcxr", "objective.name", c.objective.name, "'otcxr'")
+  _require(c.method in METHODS, "method", c.method, f"one of {METHODS}")
+  _require(c.mode != "demo" or c.method == "otcxr", "method", c.method,
+           "'otcxr' for mode 'demo' (its report draws transport plans)")
   try:
     objective_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.objective: {e}") from None
+  for method in METHODS[1:]:
+    try:
+      method_config(c, method)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.{method}: {e}") from None
+  if c.method == "vicregl":
+    from otcxr_jax.modes import pretrain_methods
+    grid = pretrain_methods.dense_grid(c)
+    cells = grid[0] * grid[1]
+    matches = tuple(c.vicregl.num_matches)
+    _require(max(matches) <= cells, "vicregl.num_matches", matches,
+             f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
+             f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
+    feature = c.vicregl.num_feature_matches
+    _require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
+             f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
   del augment, otcxr
 
 
@@ -202,5 +391,58 @@ def augment_config(c: ml_collections.ConfigDict):
 
 def objective_config(c: ml_collections.ConfigDict):
   from otcxr_jax.objectives import otcxr
-  fields = {k: v for k, v in c.objective.items() if k != "name"}
-  return otcxr.OTCXRObjectiveConfig(**fields)
+  return otcxr.OTCXRObjectiveConfig(**c.objective)
+
+
+def method_config(c: ml_collections.ConfigDict, method: str | None = None):
+  """The validated hyperparameters of a baseline (default: ``c.method``) from ``config.<method>``.
+
+  An instance of the method's config class in ``objectives/baselines.BASELINES``; raises
+  ValueError naming the first invalid field (TypeError for an unknown one).
+  """
+  from otcxr_jax.objectives import baselines
+  method = c.method if method is None else method
+  if method not in baselines.BASELINES:
+    raise ValueError(f"method {method!r} has no baseline config; expected one of "
+                     f"{tuple(baselines.BASELINES)}")
+  return baselines.BASELINES[method].config(**c[method])
+
+
+def _validate_finetune(c: ml_collections.ConfigDict) -> None:
+  """The ``finetune`` fields; the start checkpoint is required only when that mode runs."""
+  f = c.finetune
+  _require(f.split in FINETUNE_SPLITS, "finetune.split", f.split, f"one of {FINETUNE_SPLITS}")
+  _require(f.init in PROBE_INITS, "finetune.init", f.init, f"one of {PROBE_INITS}")
+  _require(isinstance(f.checkpoint_dir, str), "finetune.checkpoint_dir", f.checkpoint_dir,
+           "a directory path")
+  _require(c.mode != "finetune" or f.init != "pretrained" or bool(f.checkpoint_dir),
+           "finetune.checkpoint_dir", f.checkpoint_dir,
+           "the checkpoint directory of the run to start from (e.g. <pretraining workdir>/"
+           "checkpoints/pretrain) when finetune.init='pretrained'")
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  for field, minimum in (("batch_size", 1), ("num_steps", 1), ("eval_every", 1),
+                         ("warmup_steps", 0), ("patience", 0)):
+    _require(is_int(f[field]) and f[field] >= minimum, f"finetune.{field}", f[field],
+             f"an int >= {minimum}")
+  _require(f.num_steps % f.eval_every == 0, "finetune.eval_every", f.eval_every,
+           f"a divisor of finetune.num_steps={f.num_steps}, so that the final state is evaluated")
+  _positive(c, ["finetune.encoder_learning_rate", "finetune.head_learning_rate"])
+  _require(f.weight_decay >= 0, "finetune.weight_decay", f.weight_decay, ">= 0")
+  from otcxr_jax.training import optim
+  _require(f.optimizer in optim.OPTIMIZERS, "finetune.optimizer", f.optimizer,
+           f"one of {optim.OPTIMIZERS}")
+  try:
+    finetune_augment_config(c)
+  except ValueError as e:
+    raise ConfigError(f"config.finetune: {e}") from None
+
+
+def finetune_augment_config(c: ml_collections.ConfigDict):
+  """Fine-tuning's training view: a random resized crop (``finetune.crop_scale``) rotated by
+  ``U(-finetune.rotation_deg, finetune.rotation_deg)``; no flip and no photometric change."""
+  from otcxr_jax.data import augment
+  f = c.finetune
+  return augment.AugmentConfig(
+      out_size=c.data.image_size, crop_scale=tuple(f.crop_scale), rotation_deg=f.rotation_deg,
+      brightness=0.0, contrast=0.0, gamma=(1.0, 1.0), blur_prob=0.0, noise_prob=0.0,
+      hflip_prob=0.0)

@@ -9,6 +9,14 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
 * ``pretrain``: OTCXR pretraining only;
 * ``linear_probe``: frozen-encoder linear probe of a pretraining workdir (or random init);
 * ``knn``: weighted k-nearest-neighbour evaluation of the same frozen encoder;
+* ``finetune``: whole-network fine-tuning on a label fraction (1%, 10%, 100%), selected on
+  validation mean AUC, test evaluated once;
+* ``segment``: segmentation transfer (U-Net decoder on the encoder, SIIM-ACR style Dice on all and
+  on positive images), selected on validation Dice, test evaluated once;
+* ``localize``: heatmaps (classifier CAM, CV-SIM attention, transport-plan concentration)
+  scored against the dataset's boxes (pointing game, IoU);
+* ``report``: collect the ``metrics.json`` of evaluation workdirs (``config.report.workdirs``)
+  into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.report``);
 * ``build_dataset``: build a TFDS dataset (real ones from ``config.data.manual_dir``).
 
 An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint. On
@@ -37,6 +45,10 @@ _MODE_MODULES = {
     "pretrain": "otcxr_jax.modes.pretrain",
     "linear_probe": "otcxr_jax.modes.linear_probe",
     "knn": "otcxr_jax.modes.knn",
+    "finetune": "otcxr_jax.modes.finetune",
+    "segment": "otcxr_jax.modes.segment",
+    "localize": "otcxr_jax.modes.localize",
+    "report": "otcxr_jax.modes.report",
     "build_dataset": "otcxr_jax.modes.build_dataset",
 }
 
@@ -58,6 +70,12 @@ def main(argv) -> None:
   except config_lib.ConfigError as e:
     print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
     sys.exit(2)
+  from otcxr_jax.training import distributed
+  try:
+    distributed.initialize(config)  # before any JAX computation
+  except ValueError as e:
+    print(f"Cannot start the multi-process run: {e}", file=sys.stderr)
+    sys.exit(2)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
   module = importlib.import_module(_MODE_MODULES[config.mode])
@@ -65,8 +83,10 @@ def main(argv) -> None:
   try:
     module.run(config, workdir)
   except loop.Preempted as e:
-    command = " ".join(["python -m otcxr_jax.main", *map(shlex.quote, sys.argv[1:])])
-    print(f"{e}. Resume by running the same command again: {command}", flush=True)
+    import jax
+    if jax.process_index() == 0:
+      command = " ".join(["python -m otcxr_jax.main", *map(shlex.quote, sys.argv[1:])])
+      print(f"{e}. Resume by running the same command again: {command}", flush=True)
     sys.exit(0)
 
 

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from otcxr_jax.models import ResNet, build_encoder, count_params, match_channels
-from otcxr_jax.models.resnet import BasicBlock, Bottleneck
+from otcxr_jax.models.resnet import BasicBlock, Bottleneck, Norm
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -131,17 +131,46 @@ def test_batchnorm_uses_batch_statistics_in_train_and_running_ones_in_eval():
   jax.tree.map(np.testing.assert_array_equal, nnx.state(model, nnx.BatchStat), stats)
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_groupnorm_keeps_the_parameter_count(name):
+  bn = build_encoder(name, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0))
+  gn = build_encoder(name, in_channels=3, num_classes=1000, norm="group", rngs=nnx.Rngs(0))
+  assert count_params(gn) == count_params(bn)
+  assert not jax.tree.leaves(nnx.state(gn, nnx.BatchStat))
+
+
+def test_groupnorm_matches_numpy_and_is_the_same_in_train_and_eval():
+  model = ResNet(18, width=0.375, stem="small", norm="group", norm_groups=32, rngs=nnx.Rngs(2))
+  # 64 * 0.375 = 24 stem channels: gcd(32, 24) = 8 groups of 3 channels.
+  assert model.stem.bn.num_groups == 8
+  x = _images()
+  conv = np.asarray(model.stem.conv(x), np.float64)
+  g = conv.reshape(*conv.shape[:3], 8, 3)
+  mean = g.mean(axis=(1, 2, 4), keepdims=True)
+  var = g.var(axis=(1, 2, 4), keepdims=True)
+  expected = np.maximum((g - mean) / np.sqrt(var + 1e-5), 0).reshape(conv.shape)
+  np.testing.assert_allclose(model.stem(x), expected, rtol=1e-4, atol=1e-5)
+  model.train()
+  train = _forward(model, x).dense
+  model.eval()
+  np.testing.assert_allclose(_forward(model, x).dense, train, rtol=1e-6, atol=1e-6)
+  # Per-image normalisation: changing sample 1 leaves sample 0's features unchanged.
+  x_changed = x.copy()
+  x_changed[1] = _images(_SHAPE[1:], seed=5)
+  np.testing.assert_allclose(_forward(model, x_changed).dense[0], train[0], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("block", [BasicBlock, Bottleneck])
 def test_zero_init_residual_makes_blocks_start_as_identity(block):
-  m = block(16, 4, 2, zero_init_residual=True, dtype=jnp.float32, param_dtype=jnp.float32,
-            rngs=nnx.Rngs(0))
+  m = block(16, 4, 2, zero_init_residual=True, norm=Norm(), dtype=jnp.float32,
+            param_dtype=jnp.float32, rngs=nnx.Rngs(0))
   m.eval()
   y, shortcut = nnx.jit(lambda m, x: (m(x), nnx.relu(m.shortcut(x))))(m, _images((2, 8, 8, 16)))
   np.testing.assert_allclose(y, shortcut, rtol=1e-6)
 
 
 def test_convolutions_use_kaiming_normal_fan_out():
-  m = BasicBlock(64, 64, 1, zero_init_residual=False, dtype=jnp.float32,
+  m = BasicBlock(64, 64, 1, zero_init_residual=False, norm=Norm(), dtype=jnp.float32,
                  param_dtype=jnp.float32, rngs=nnx.Rngs(0))
   kernel = np.asarray(m.conv1.kernel[...])
   assert kernel.shape == (3, 3, 64, 64)
@@ -165,6 +194,8 @@ def test_bfloat16_compute_with_float32_params_and_outputs():
 
 
 def test_invalid_arguments():
+  with pytest.raises(ValueError, match="norm must be one of"):
+    ResNet(18, norm="layer", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="depth must be one of"):
     ResNet(20, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="stem must be"):

@@ -60,14 +60,18 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
              + " and does not beat " +
              (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})"
                         for k in floors if k not in beaten) or "none") + ".")
+  floors_md = ("the same encoder at its random initialisation, evaluated with the BatchNorm "
+               "statistics it was initialised with (mean 0, variance 1) and with statistics "
+               "re-estimated on the training images (as a pretrained encoder's are)"
+               if "random init, data BN stats" in summary else
+               f"the same encoder at its random initialisation ({m.norm} normalisation: the "
+               "same function in training and evaluation)")
   text = f"""# OTCXR demo report
 
 OTCXR pretraining on the synthetic chest X-ray dataset (`{d.name}/{d.config}`), then linear
 probes on frozen pooled features. **{verdict}**
 
-The floors: the same encoder at its random initialisation, evaluated with the BatchNorm statistics
-it was initialised with (mean 0, variance 1) and with statistics re-estimated on the training
-images (as a pretrained encoder's are), and raw pixels downsampled to
+The floors: {floors_md}, and raw pixels downsampled to
 {config.probe.pixel_floor_size}x{config.probe.pixel_floor_size}.
 
 ## Linear probe, test split (evaluated once; weight decay chosen on validation)
@@ -83,7 +87,7 @@ images (as a pretrained encoder's are), and raw pixels downsampled to
 
 ## Pretraining
 
-- encoder `{m.encoder}` (width {m.width}, stem `{m.stem}`), dense map `{m.dense_stage}`,
+- encoder `{m.encoder}` (width {m.width}, stem `{m.stem}`, {m.norm} normalisation), dense map `{m.dense_stage}`,
   projector {m.projector_layers} layers to {m.projector_dim}, CV-SIM {'on' if m.cvsim else 'off'}
 - objective: α={config.objective.alpha}, β={config.objective.beta}, η={config.objective.eta},
   ε={config.objective.epsilon}, {config.objective.num_iters} Sinkhorn iterations,

@@ -11,6 +11,8 @@ from flax import nnx
 
 from otcxr_jax.models.common import Encoder, EncoderOutput, match_channels
 from otcxr_jax.models.cvsim import CVSIM
+from otcxr_jax.models.decoder import (SegmentationModel, UNetDecoder,
+                                     build_segmentation_model, decoder_strides)
 from otcxr_jax.models.heads import DenseProjector, LinearClassifier
 from otcxr_jax.models.otcxr import OTCXRModel, OTCXROutput
 from otcxr_jax.models.resnet import ResNet
@@ -54,9 +56,13 @@ __all__ = [
     "OTCXRModel",
     "OTCXROutput",
     "ResNet",
+    "SegmentationModel",
+    "UNetDecoder",
     "ViT",
     "build_encoder",
+    "build_segmentation_model",
     "count_params",
+    "decoder_strides",
     "match_channels",
     "vit_b16",
     "vit_s16",

@@ -10,11 +10,16 @@ batch variance in the running statistics, torch the unbiased one (a factor n/(n-
 
 BatchNorm follows the NNX convention: ``model.train()`` normalises with batch statistics and
 updates the running averages, ``model.eval()`` uses the running averages. Under ``jax.jit`` with
-a batch-sharded input the batch statistics are those of the global batch.
+a batch-sharded input the batch statistics are those of the global batch. ``norm='group'``
+replaces every BatchNorm by GroupNorm (Wu & He 2018; as in BiT, Kolesnikov et al. 2020): same
+parameters, no batch statistics, so a network behaves identically in training and evaluation
+(including at random initialisation) and does not depend on the per-device batch size.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Literal
 
 import jax
@@ -40,27 +45,51 @@ def _conv(
   )
 
 
-def _bn(
-    channels: int, *, zero_scale: bool = False, dtype: Dtype, param_dtype: Dtype,
+NORMS = ("batch", "group")
+
+
+@dataclasses.dataclass(frozen=True)
+class Norm:
+  """Normalisation after each convolution.
+
+  ``'batch'``: BatchNorm with torch's defaults (momentum 0.1 in torch's convention, eps 1e-5).
+  ``'group'``: GroupNorm (Wu & He, ECCV 2018) with ``gcd(groups, channels)`` groups, eps 1e-5. It
+  has no batch statistics, so training and evaluation compute the same function of each image
+  (no running averages to estimate, no dependence on the per-device batch). Both have a scale and
+  a bias per channel, so the parameter count does not depend on the choice.
+  """
+  kind: str = "batch"
+  groups: int = 32
+
+  def __post_init__(self):
+    if self.kind not in NORMS:
+      raise ValueError(f"norm must be one of {NORMS}, got {self.kind!r}")
+    if self.groups < 1:
+      raise ValueError(f"norm_groups must be >= 1, got {self.groups}")
+
+
+def _norm(
+    channels: int, *, norm: Norm, zero_scale: bool = False, dtype: Dtype, param_dtype: Dtype,
     rngs: nnx.Rngs
-) -> nnx.BatchNorm:
-  """BatchNorm with torch's defaults (momentum 0.1 in torch's convention, eps 1e-5)."""
-  return nnx.BatchNorm(
-      channels, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=param_dtype,
-      scale_init=nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init(),
-      rngs=rngs
-  )
+) -> nnx.BatchNorm | nnx.GroupNorm:
+  """The :class:`Norm` layer for ``channels``; ``zero_scale`` starts its scale at zero."""
+  scale_init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
+  if norm.kind == "group":
+    return nnx.GroupNorm(channels, num_groups=math.gcd(norm.groups, channels), epsilon=1e-5,
+                         dtype=dtype, param_dtype=param_dtype, scale_init=scale_init, rngs=rngs)
+  return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                       param_dtype=param_dtype, scale_init=scale_init, rngs=rngs)
 
 
 class Shortcut(nnx.Module):
   """Projection shortcut: 1x1 convolution with the block's stride, then BatchNorm."""
 
   def __init__(
-      self, in_ch: int, out_ch: int, stride: int, *, dtype: Dtype, param_dtype: Dtype,
-      rngs: nnx.Rngs
+      self, in_ch: int, out_ch: int, stride: int, *, norm: Norm, dtype: Dtype,
+      param_dtype: Dtype, rngs: nnx.Rngs
   ):
     self.conv = _conv(in_ch, out_ch, 1, stride, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.bn = _bn(out_ch, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.bn = _norm(out_ch, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.bn(self.conv(x))
@@ -72,18 +101,17 @@ class BasicBlock(nnx.Module):
   expansion = 1
 
   def __init__(
-      self, in_ch: int, planes: int, stride: int, *, zero_init_residual: bool, dtype: Dtype,
-      param_dtype: Dtype, rngs: nnx.Rngs
+      self, in_ch: int, planes: int, stride: int, *, zero_init_residual: bool, norm: Norm,
+      dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     out_ch = planes * self.expansion
     self.conv1 = _conv(in_ch, planes, 3, stride, **kw)
-    self.bn1 = _bn(planes, **kw)
+    self.bn1 = _norm(planes, norm=norm, **kw)
     self.conv2 = _conv(planes, out_ch, 3, 1, **kw)
-    self.bn2 = _bn(out_ch, zero_scale=zero_init_residual, **kw)
-    self.shortcut = (
-        Shortcut(in_ch, out_ch, stride, **kw) if stride != 1 or in_ch != out_ch else None
-    )
+    self.bn2 = _norm(out_ch, zero_scale=zero_init_residual, norm=norm, **kw)
+    needs_projection = stride != 1 or in_ch != out_ch
+    self.shortcut = Shortcut(in_ch, out_ch, stride, norm=norm, **kw) if needs_projection else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nnx.relu(self.bn1(self.conv1(x)))
@@ -98,20 +126,19 @@ class Bottleneck(nnx.Module):
   expansion = 4
 
   def __init__(
-      self, in_ch: int, planes: int, stride: int, *, zero_init_residual: bool, dtype: Dtype,
-      param_dtype: Dtype, rngs: nnx.Rngs
+      self, in_ch: int, planes: int, stride: int, *, zero_init_residual: bool, norm: Norm,
+      dtype: Dtype, param_dtype: Dtype, rngs: nnx.Rngs
   ):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     out_ch = planes * self.expansion
     self.conv1 = _conv(in_ch, planes, 1, 1, **kw)
-    self.bn1 = _bn(planes, **kw)
+    self.bn1 = _norm(planes, norm=norm, **kw)
     self.conv2 = _conv(planes, planes, 3, stride, **kw)
-    self.bn2 = _bn(planes, **kw)
+    self.bn2 = _norm(planes, norm=norm, **kw)
     self.conv3 = _conv(planes, out_ch, 1, 1, **kw)
-    self.bn3 = _bn(out_ch, zero_scale=zero_init_residual, **kw)
-    self.shortcut = (
-        Shortcut(in_ch, out_ch, stride, **kw) if stride != 1 or in_ch != out_ch else None
-    )
+    self.bn3 = _norm(out_ch, zero_scale=zero_init_residual, norm=norm, **kw)
+    needs_projection = stride != 1 or in_ch != out_ch
+    self.shortcut = Shortcut(in_ch, out_ch, stride, norm=norm, **kw) if needs_projection else None
 
   def __call__(self, x: jax.Array) -> jax.Array:
     y = nnx.relu(self.bn1(self.conv1(x)))
@@ -138,15 +165,15 @@ def scale_channels(channels: int, width: float) -> int:
 
 
 class Stem(nnx.Module):
-  """Convolution, BatchNorm, ReLU: 7x7 stride 2 ('imagenet') or 3x3 of any stride ('small')."""
+  """Convolution, normalisation, ReLU: 7x7 stride 2 ('imagenet') or 3x3 of any stride ('small')."""
 
   def __init__(
-      self, in_ch: int, out_ch: int, kernel: int, stride: int, *, dtype: Dtype,
+      self, in_ch: int, out_ch: int, kernel: int, stride: int, *, norm: Norm, dtype: Dtype,
       param_dtype: Dtype, rngs: nnx.Rngs
   ):
     self.conv = _conv(in_ch, out_ch, kernel, stride, dtype=dtype, param_dtype=param_dtype,
                       rngs=rngs)
-    self.bn = _bn(out_ch, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.bn = _norm(out_ch, norm=norm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return nnx.relu(self.bn(self.conv(x)))
@@ -176,6 +203,8 @@ class ResNet(nnx.Module):
       stem: Literal["imagenet", "small"] = "imagenet",
       stem_stride: int = 1,
       zero_init_residual: bool = False,
+      norm: str = "batch",
+      norm_groups: int = 32,
       dtype: Dtype = jnp.float32,
       param_dtype: Dtype = jnp.float32,
       rngs: nnx.Rngs,
@@ -190,7 +219,9 @@ class ResNet(nnx.Module):
       num_classes: size of the linear head on the pooled features; ``None`` for no head.
       stem: 'imagenet' (7x7/2 convolution + 3x3/2 max-pool) or 'small' (3x3 convolution).
       stem_stride: stride of the 'small' stem's convolution.
-      zero_init_residual: start each block's last BatchNorm scale at zero (Goyal et al. 2017).
+      zero_init_residual: start each block's last normalisation scale at zero (Goyal et al. 2017).
+      norm: 'batch' (BatchNorm, torchvision's) or 'group' (GroupNorm; see :class:`Norm`).
+      norm_groups: GroupNorm's groups (``gcd(norm_groups, channels)`` in each layer).
       dtype: computation dtype (e.g. ``jnp.bfloat16``); outputs are float32.
       param_dtype: parameter dtype.
       rngs: random generators for initialisation.
@@ -210,7 +241,7 @@ class ResNet(nnx.Module):
     if stem == "imagenet" and stem_stride != 1:
       raise ValueError("stem_stride applies to stem='small' only; the imagenet stem is fixed")
     block, counts = ARCHITECTURES[depth]
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    kw = dict(norm=Norm(norm, norm_groups), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     self.depth = depth
     self.in_channels = in_channels
@@ -244,7 +275,8 @@ class ResNet(nnx.Module):
     self.stage_strides = strides
     self.head = (
         nnx.Linear(in_ch, num_classes, kernel_init=torch_default_uniform(in_ch),
-                   bias_init=torch_default_uniform(in_ch), **kw)
+                   bias_init=torch_default_uniform(in_ch), dtype=dtype, param_dtype=param_dtype,
+                   rngs=rngs)
         if num_classes is not None else None
     )
 

@@ -3,8 +3,8 @@
 1. builds ``synthetic_cxr`` if absent (no download);
 2. pretrains OTCXR (resumable from ``<workdir>``);
 3. extracts frozen pooled features of the pretrained encoder and the floors: the same encoder at
-   its random initialisation (BatchNorm statistics as initialised, and re-estimated on the
-   training images), and raw downsampled pixels;
+   its random initialisation (with BatchNorm: statistics as initialised, and re-estimated on
+   the training images), and raw downsampled pixels;
 4. trains linear probes (weight decay chosen on validation), evaluates test once;
 5. writes ``<workdir>/report.md``, ``metrics.json`` and PNG plots.
 """
@@ -50,17 +50,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"[demo] extracting features: " +
         ", ".join(f"{k} {len(v):,}" for k, v in sources.items()), flush=True)
   random_model = pretrain.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
-  recalibrated = features.recalibrate_batch_stats(
-      pretrain.build_model(config, nnx.Rngs(config.seed)).encoder, sources["train"],
-      image_size=config.data.image_size, batch_size=config.train.batch_size)
   feats = {
       "OTCXR": probe_features(config, model.encoder, sources),
       "random init": probe_features(config, random_model.encoder, sources),
-      "random init, data BN stats": probe_features(config, recalibrated, sources),
-      "raw pixels": {k: features.downsampled_pixels(src, size=config.probe.pixel_floor_size,
-                                                     batch_size=config.probe.batch_size)
-                     for k, src in sources.items()},
   }
+  if jax.tree.leaves(nnx.state(random_model.encoder, nnx.BatchStat)):
+    # BatchNorm: the random encoder in eval mode does not normalise at all (running mean 0,
+    # variance 1); the same weights with statistics estimated on data are a second floor.
+    recalibrated = features.recalibrate_batch_stats(
+        pretrain.build_model(config, nnx.Rngs(config.seed)).encoder, sources["train"],
+        image_size=config.data.image_size, batch_size=config.train.batch_size)
+    feats["random init, data BN stats"] = probe_features(config, recalibrated, sources)
+  feats["raw pixels"] = {k: features.downsampled_pixels(src, size=config.probe.pixel_floor_size,
+                                                        batch_size=config.probe.batch_size)
+                         for k, src in sources.items()}
   probes = {}
   for name, f in feats.items():
     print(f"[demo] linear probe: {name} ({f['train'][0].shape[1]} features)", flush=True)

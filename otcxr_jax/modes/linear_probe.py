@@ -5,7 +5,8 @@
 2. frozen pooled features of the train, validation and test splits;
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
-4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals) and a table.
+4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals), the test
+   scores in ``<workdir>/test_scores.npz`` (``evaluation/score_files.py``) and a table.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import checkpoints, features, linear_probe, summary
+from otcxr_jax.evaluation import checkpoints, features, linear_probe, score_files, summary
 
 RUN_NAME = "linear_probe"
 
@@ -66,6 +67,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
   path = summary.write_metrics(workdir, result)
+  score_files.save_scores(workdir, feats["test"][1], probe.test_scores, class_names)
   print(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
         f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"
         f"[{RUN_NAME}] metrics: {path}", flush=True)

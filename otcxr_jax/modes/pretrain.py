@@ -1,4 +1,10 @@
-"""OTCXR pretraining: two augmented views -> shared encoder -> projector -> CV-SIM -> OT loss."""
+"""Pretraining: OTCXR (two augmented views -> shared encoder -> projector -> CV-SIM -> OT loss), or
+one of the baselines ``config.method`` names (assembled in ``modes/pretrain_methods.py``).
+
+:func:`build_model` is the one place a pretraining network is built from a config: the train loop
+and every evaluation that restores a pretraining checkpoint (``evaluation/checkpoints.py``) call
+it, so a checkpoint of any method is read back into the same structure.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from otcxr_jax import config_lib
 from otcxr_jax import models
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.data import pipeline
+from otcxr_jax.modes import pretrain_methods
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import loop, optim
 
@@ -29,15 +36,20 @@ def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs):
   m = config.model
   kwargs = dict(in_channels=m.in_channels, dtype=compute_dtype(config), rngs=rngs)
   if m.encoder.startswith("resnet"):
-    kwargs.update(width=m.width, stem=m.stem, stem_stride=m.stem_stride)
+    kwargs.update(width=m.width, stem=m.stem, stem_stride=m.stem_stride, norm=m.norm,
+                  norm_groups=m.norm_groups)
   else:
     kwargs.update(image_size=config.data.image_size)
   return models.build_encoder(m.encoder, **kwargs)
 
 
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> models.OTCXRModel:
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
+  """The pretraining network of ``config.method`` (an ``OTCXRModel`` for OTCXR); its encoder is
+  the same for every method (built first, from the same ``rngs``)."""
   m = config.model
   encoder = build_encoder(config, rngs)
+  if config.method != "otcxr":
+    return pretrain_methods.build_model(config, encoder, compute_dtype(config), rngs)
   channels = (encoder.num_features if m.dense_stage == "dense"
               else encoder.stage_channels[m.dense_stage])
   dtype = compute_dtype(config)
@@ -50,13 +62,9 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> models.OTC
 
 def view_location_cost(views: augment.Views, grid: tuple[int, int]) -> jax.Array:
   """(B, N, N) squared source-image distances between the two views' cells (in cell sizes)."""
-  pos_s = augment.positions_in_source(views.box_s, views.angle_s, grid, flip=views.flip_s)
-  pos_t = augment.positions_in_source(views.box_t, views.angle_t, grid, flip=views.flip_t)
   side = lambda box: jnp.sqrt((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
   cell = 0.5 * (side(views.box_s) + side(views.box_t)) / max(grid)
-  batch = pos_s.shape[0]
-  return otcxr_objective.location_cost(pos_s.reshape(batch, -1, 2),
-                                       pos_t.reshape(batch, -1, 2), cell)
+  return otcxr_objective.location_cost(*pretrain_methods.view_positions(views, grid), cell)
 
 
 def pretraining_loss(model: models.OTCXRModel, images: jax.Array, rng: jax.Array,
@@ -65,13 +73,19 @@ def pretraining_loss(model: models.OTCXRModel, images: jax.Array, rng: jax.Array
   """Augments ``images`` (float in [0, 1]) into two views and returns ``(loss, aux, views, out)``."""
   views = augment.two_views(rng, images, aug)
   out = model(views.view_s, views.view_t, return_attention=return_attention)
-  location = (view_location_cost(views, out.grid) if objective["location_weight"] else None)
-  loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, location=location, **objective)
+  location_mse = objective["alignment"] == "location_mse"
+  location = (view_location_cost(views, out.grid)
+              if objective["location_weight"] and not location_mse else None)
+  positions = pretrain_methods.view_positions(views, out.grid) if location_mse else None
+  loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, location=location,
+                                         positions=positions, **objective)
   return loss, aux, views, out
 
 
 def make_loss_fn(config: ml_collections.ConfigDict):
-  """``loss_fn(model, batch, rng)``: augment on device, encode both views, OTCXR objective."""
+  """``loss_fn(model, batch, rng)``: augment on device, encode both views, the method's loss."""
+  if config.method != "otcxr":
+    return pretrain_methods.make_loss_fn(config)
   aug = config_lib.augment_config(config)
   objective = dataclasses.asdict(config_lib.objective_config(config))
 
@@ -118,10 +132,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
       process_count=jax.process_count(), num_threads=config.data.num_threads)
   tx, schedule = make_optimizer(config)
   model = build_model(config, nnx.Rngs(config.seed))
-  print(f"[{RUN_NAME}] {config.model.encoder} ({models.count_params(model.encoder):,} encoder "
-        f"parameters), {len(source):,} training images, batch {config.train.batch_size}, "
-        f"{config.train.num_steps} steps on {jax.device_count()} device(s)", flush=True)
+  print(f"[{RUN_NAME}] {config.method}, {config.model.encoder} "
+        f"({models.count_params(model.encoder):,} encoder parameters), {len(source):,} training "
+        f"images, batch {config.train.batch_size}, {config.train.num_steps} steps on "
+        f"{jax.device_count()} device(s)", flush=True)
   rng = jax.random.key_data(jax.random.key(config.seed + 1))
   return loop.run(name=RUN_NAME, workdir=workdir, model=model, loss_fn=make_loss_fn(config),
                   tx=tx, batches=batches, global_batch_size=config.train.batch_size,
-                  config=loop_config(config), rng=rng, schedule=schedule)
+                  config=loop_config(config), rng=rng, schedule=schedule,
+                  target_decay=pretrain_methods.target_decay(config))

@@ -28,10 +28,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from otcxr_jax.objectives import ot, regularizers
+from otcxr_jax.objectives import location_match, ot, regularizers
 
 #: Keys of the scalar metrics in the ``aux`` dict returned by :func:`otcxr_loss`.
 METRIC_KEYS: tuple[str, ...] = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
+#: The same with ``alignment='location_mse'`` (no transport problem is solved).
+LOCATION_MSE_METRIC_KEYS: tuple[str, ...] = ("loss", "location_mse", "var", "cov")
+#: Values of ``alignment``: the paper's OT, or the location-matched MSE ablation.
+ALIGNMENTS: tuple[str, ...] = ("ot", "location_mse")
 #: Key of the (B, N, M) transport plans in ``aux``; drop it before logging scalars.
 PLAN_KEY = "plan"
 
@@ -69,6 +73,10 @@ class OTCXRObjectiveConfig:
       token position and average them (as VICRegL does for local features), instead of over
       batch x positions pooled together. Pooled, the variation between positions of one image
       (top vs bottom of the chest) counts as feature variance and correlates every dimension.
+    alignment: ``'ot'`` (the paper: ``L_OT``) or ``'location_mse'`` (ablation: ``L_OT``
+      replaced by the MSE between tokens matched by their source-image positions,
+      :mod:`otcxr_jax.objectives.location_match`; ``epsilon``, ``num_iters``, ``cost``,
+      ``lse_mode``, ``grad_mode``, ``center_tokens`` and ``location_weight`` then do nothing).
   """
 
   alpha: float = 50.0
@@ -82,6 +90,7 @@ class OTCXRObjectiveConfig:
   center_tokens: bool = False
   location_weight: float = 0.0
   varcov_per_position: bool = False
+  alignment: str = "ot"
 
   def validate(self) -> OTCXRObjectiveConfig:
     """Returns self, or raises ValueError naming the first invalid field."""
@@ -116,6 +125,10 @@ class OTCXRObjectiveConfig:
           f"OTCXRObjectiveConfig.grad_mode must be one of {ot.GRAD_MODES}, "
           f"got {self.grad_mode!r}"
       )
+    if self.alignment not in ALIGNMENTS:
+      raise ValueError(
+          f"OTCXRObjectiveConfig.alignment must be one of {ALIGNMENTS}, got {self.alignment!r}"
+      )
     return self
 
 
@@ -140,6 +153,21 @@ def location_cost(pos_s: jax.Array, pos_t: jax.Array, cell_size: jax.Array) -> j
   return jax.lax.stop_gradient(d2 / jnp.square(cell_size)[:, None, None])
 
 
+def _variance_covariance(q_s: jax.Array, q_t: jax.Array,
+                         per_position: bool) -> tuple[jax.Array, jax.Array]:
+  """Sums over both views of the variance and covariance terms (see ``varcov_per_position``)."""
+  if per_position:
+    mean_over_positions = lambda f, q: jnp.mean(jax.vmap(f, in_axes=1)(q))
+    var = (mean_over_positions(regularizers.variance_loss, q_s)
+           + mean_over_positions(regularizers.variance_loss, q_t))
+    cov = (mean_over_positions(regularizers.covariance_loss, q_s)
+           + mean_over_positions(regularizers.covariance_loss, q_t))
+  else:
+    var = regularizers.variance_loss(q_s) + regularizers.variance_loss(q_t)
+    cov = regularizers.covariance_loss(q_s) + regularizers.covariance_loss(q_t)
+  return var, cov
+
+
 def otcxr_loss(
     q_s: jax.Array,
     q_t: jax.Array,
@@ -155,7 +183,9 @@ def otcxr_loss(
     center_tokens: bool = OTCXRObjectiveConfig.center_tokens,
     location_weight: float = OTCXRObjectiveConfig.location_weight,
     varcov_per_position: bool = OTCXRObjectiveConfig.varcov_per_position,
+    alignment: str = OTCXRObjectiveConfig.alignment,
     location: jax.Array | None = None,
+    positions: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """OTCXR loss of two views' projected dense features; jit-able and differentiable.
 
@@ -169,13 +199,29 @@ def otcxr_loss(
     alpha, beta, eta: weights of the OT, variance and covariance terms.
     epsilon, num_iters, cost, lse_mode, grad_mode: OT solver settings, see
       :func:`otcxr_jax.objectives.ot.batched_transport`.
+    alignment: ``'ot'``, or ``'location_mse'`` for the ablation that replaces ``L_OT`` with
+      :func:`otcxr_jax.objectives.location_match.location_matched_mse` (weight ``alpha``).
+    location: (B, N, M) location cost (:func:`location_cost`), needed when
+      ``location_weight > 0`` with ``alignment='ot'``.
+    positions: ``(pos_s, pos_t)``, the (B, N, 2) and (B, M, 2) source-image positions of the
+      tokens, needed with ``alignment='location_mse'``.
 
   Returns:
     ``(loss, aux)``: the scalar float32 loss, and a dict with the scalar metrics
     :data:`METRIC_KEYS` (``'loss'``; ``'ot'``, the batch mean of :math:`L_{OT}`; ``'var'`` and
     ``'cov'``, the sums over both views; ``'marginal_error'`` and ``'plan_entropy'``, batch
-    means) and the (B, N, M) plans under :data:`PLAN_KEY`.
+    means) and the (B, N, M) plans under :data:`PLAN_KEY`. With ``alignment='location_mse'``
+    the metrics are :data:`LOCATION_MSE_METRIC_KEYS` and there is no plan.
   """
+  if alignment not in ALIGNMENTS:
+    raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+  var, cov = _variance_covariance(q_s, q_t, varcov_per_position)
+  if alignment == "location_mse":
+    if positions is None:
+      raise ValueError("alignment='location_mse' needs the tokens' source-image `positions`")
+    align = location_match.location_matched_mse(q_s, q_t, *positions)
+    loss = alpha * align + beta * var + eta * cov
+    return loss, {"loss": loss, "location_mse": align, "var": var, "cov": cov}
   x_s, x_t = (_center(q_s), _center(q_t)) if center_tokens else (q_s, q_t)
   offset = None
   if location_weight:
@@ -193,15 +239,6 @@ def otcxr_loss(
       grad_mode=grad_mode,
   )
   ot_loss = jnp.mean(result.loss)
-  if varcov_per_position:
-    per_position = lambda f, q: jnp.mean(jax.vmap(f, in_axes=1)(q))
-    var = (per_position(regularizers.variance_loss, q_s)
-           + per_position(regularizers.variance_loss, q_t))
-    cov = (per_position(regularizers.covariance_loss, q_s)
-           + per_position(regularizers.covariance_loss, q_t))
-  else:
-    var = regularizers.variance_loss(q_s) + regularizers.variance_loss(q_t)
-    cov = regularizers.covariance_loss(q_s) + regularizers.covariance_loss(q_t)
   loss = alpha * ot_loss + beta * var + eta * cov
   aux = {
       "loss": loss,

@@ -64,10 +64,20 @@ class Checkpointer:
     self._manager.close()
 
 
+def is_remote(path: str | epath.PathLike) -> bool:
+  """Whether ``path`` names a remote location (``gs://``, ``s3://``, any ``scheme://``)."""
+  return "://" in os.fspath(path)
+
+
 def absolute(directory: str | epath.PathLike) -> epath.Path:
-  """orbax needs absolute paths: resolves a local path, keeps a remote one (gs://...) as is."""
-  path = epath.Path(directory)
-  return path if "://" in str(directory) else epath.Path(os.path.abspath(str(path)))
+  """The absolute form of a checkpoint directory (orbax refuses relative ones).
+
+  A local path is made absolute (``~`` expanded, symlinks kept); a remote one (``gs://...``) is
+  returned unchanged.
+  """
+  if is_remote(directory):
+    return epath.Path(directory)
+  return epath.Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
 
 
 def abstract_like(state: Any) -> Any:

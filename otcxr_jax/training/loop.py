@@ -30,6 +30,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from otcxr_jax.models import target as target_lib
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import sharding as shard_lib
 from otcxr_jax.training import state as state_lib
@@ -110,6 +111,22 @@ def guard_nonfinite(step_fn: Callable) -> Callable:
   return step
 
 
+def jit_train_step(graphdef, loss_fn: state_lib.LossFn, tx: optax.GradientTransformation,
+                   mesh: jax.sharding.Mesh, trainable: Any = nnx.Param,
+                   target_decay: state_lib.TargetDecay | None = None):
+  """The loop's jitted step ``(state, batch, skipped) -> (state, metrics, finite, skipped)``.
+
+  :func:`guard_nonfinite` around ``state.make_train_step``; the state (donated) and the skip
+  counter replicated over ``mesh``, the batch split along its first axis. Benchmarks time this
+  very function (same computation, so a persistent compilation cache serves both).
+  """
+  repl = shard_lib.replicated(mesh)
+  return jax.jit(guard_nonfinite(state_lib.make_train_step(graphdef, loss_fn, tx, trainable,
+                                                           target_decay)),
+                 in_shardings=(repl, shard_lib.batch_sharded(mesh), repl),
+                 out_shardings=(repl, repl, repl, repl), donate_argnums=(0,))
+
+
 class _SigtermFlag:
   """Records SIGTERM while installed (main thread only); restores the previous handler on exit."""
 
@@ -135,7 +152,8 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
         loss_fn: state_lib.LossFn, tx: optax.GradientTransformation,
         batches: Iterator[dict[str, np.ndarray]], global_batch_size: int, config: LoopConfig,
         rng: jax.Array, mesh: jax.sharding.Mesh | None = None, trainable: Any = nnx.Param,
-        schedule: optax.Schedule | None = None, hooks: Sequence[Hook] = ()) -> LoopResult:
+        schedule: optax.Schedule | None = None, hooks: Sequence[Hook] = (),
+        target_decay: state_lib.TargetDecay | None = None) -> LoopResult:
   """Trains ``model`` for ``config.num_steps`` steps, resuming from ``<workdir>/checkpoints/<name>``.
 
   Args:
@@ -144,6 +162,8 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     global_batch_size: examples per step over all processes (for throughput and checks).
     trainable: nnx filter of the trained parameters; the rest of the model is frozen.
     schedule: the learning-rate schedule, logged as ``learning_rate``.
+    target_decay: τ(step) of the model's target networks (``models/target.py``), required
+      exactly when the model has one; see ``state.make_train_step``.
 
   Raises:
     (A hook raising :class:`StopTraining` ends the run early, after a checkpoint.)
@@ -154,6 +174,11 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
   mesh = mesh or shard_lib.make_mesh()
   shard_lib.check_batch_size(global_batch_size, mesh)
   workdir = epath.Path(workdir)
+  has_targets = bool(target_lib.target_pairs(model))
+  if has_targets != (target_decay is not None):
+    raise ValueError(f"[{name}] the model {'has a' if has_targets else 'has no'} target network "
+                     f"but target_decay is {'None' if target_decay is None else 'given'}: pass "
+                     f"target_decay exactly when the model holds an EMATarget.")
   graphdef, state = state_lib.create_train_state(model, tx, rng, trainable)
   state = shard_lib.replicate(state, mesh)
 
@@ -168,9 +193,7 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
 
   repl = shard_lib.replicated(mesh)
-  step_fn = jax.jit(guard_nonfinite(state_lib.make_train_step(graphdef, loss_fn, tx, trainable)),
-                    in_shardings=(repl, shard_lib.batch_sharded(mesh), repl),
-                    out_shardings=(repl, repl, repl, repl), donate_argnums=(0,))
+  step_fn = jit_train_step(graphdef, loss_fn, tx, mesh, trainable, target_decay)
   skipped = jax.device_put(jnp.zeros((), jnp.int32), repl)
 
   def check_finite(finite: jax.Array, at_step: int) -> None:

@@ -2,12 +2,14 @@
 
 Following SimCLR/VICReg practice, the peak learning rate is ``base_learning_rate * batch / 256``,
 and biases and normalisation parameters (every parameter with fewer than two dimensions) are
-excluded from weight decay and from LARS' trust-ratio adaptation.
+excluded from weight decay and from LARS' trust-ratio adaptation. :func:`per_submodule` gives
+each top-level submodule of a model its own optimiser (e.g. a smaller learning rate for a
+pretrained encoder than for a new head).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import optax
@@ -50,3 +52,28 @@ def make_optimizer(name: str, *, schedule: optax.Schedule, weight_decay: float,
   if grad_clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
   return tx
+
+
+def per_submodule(transforms: Mapping[str, optax.GradientTransformation]
+                  ) -> optax.GradientTransformation:
+  """Updates the parameters of each top-level submodule ``model.<name>`` with ``transforms[name]``.
+
+  ``optax.multi_transform`` labelled by the first key of each parameter's path: with
+  ``{'encoder': tx_e, 'head': tx_h}``, ``params['encoder']`` is updated by ``tx_e`` alone and
+  ``params['head']`` by ``tx_h`` alone, each with its own state (and schedule).
+
+  Raises:
+    ValueError: (at ``init``) a top-level submodule has no transform.
+  """
+  transforms = dict(transforms)
+
+  def labels(params):
+    def label(path, _):
+      name = str(getattr(path[0], "key", path[0]))
+      if name not in transforms:
+        raise ValueError(f"parameters under '{name}' have no optimiser; per_submodule was given "
+                         f"{sorted(transforms)}")
+      return name
+    return jax.tree_util.tree_map_with_path(label, params)
+
+  return optax.multi_transform(transforms, labels)

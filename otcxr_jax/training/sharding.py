@@ -20,8 +20,14 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A 1-D mesh named ``('data',)`` over ``devices`` (default: all devices of all processes)."""
+  """A 1-D mesh named ``('data',)`` over ``devices`` (default: all devices of all processes).
+
+  Devices are ordered by process, then id, so process ``p``'s devices hold the contiguous rows
+  ``[p * local_batch, (p + 1) * local_batch)`` of every global batch: the slice
+  ``pipeline.train_iterator`` gives process ``p``.
+  """
   devices = jax.devices() if devices is None else list(devices)
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
@@ -50,10 +56,25 @@ def host_local_batch_size(global_batch_size: int) -> int:
 
 
 def to_global(batch: Any, mesh: Mesh) -> Any:
-  """Turns a per-process numpy batch (pytree) into globally sharded ``jax.Array`` s."""
+  """Turns a per-process numpy batch (pytree) into globally sharded ``jax.Array`` s.
+
+  Each of the ``n`` processes passes its own ``(local_batch, ...)`` slice; the global arrays are
+  ``(n * local_batch, ...)`` with process ``p``'s rows at ``[p * local_batch, (p + 1) *
+  local_batch)`` (for a mesh from :func:`make_mesh`). Every process must call this with the same
+  tree structure and shapes.
+  """
   sharding = batch_sharded(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      batch)
+  processes = len({d.process_index for d in mesh.devices.flat})
+
+  def to_array(x):
+    x = np.asarray(x)
+    if x.ndim == 0 or x.shape[0] % mesh.local_mesh.devices.size:
+      raise ValueError(f"a per-process batch of shape {x.shape} does not split over the "
+                       f"{mesh.local_mesh.devices.size} local devices of the mesh")
+    return jax.make_array_from_process_local_data(sharding, x,
+                                                  (x.shape[0] * processes, *x.shape[1:]))
+
+  return jax.tree.map(to_array, batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

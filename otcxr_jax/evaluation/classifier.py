@@ -1,0 +1,174 @@
+"""The image classifier of fine-tuning: encoder -> pooled features -> linear head.
+
+Building it, scoring a split with it, and loading a fine-tuning run's selected classifier for later
+use (prediction, heatmaps)::
+
+    from otcxr_jax.data import datasets
+    from otcxr_jax.evaluation import classifier
+
+    config, encoder, head = classifier.load_classifier("workdirs/finetune_synthetic_10pct")
+    source = datasets.split_source(config, config.data.test_split)
+    scores, labels = classifier.predict(classifier.Classifier(encoder, head), source,
+                                        image_size=config.data.image_size, batch_size=64)
+
+A fine-tuning run (``modes/finetune.py``) writes ``<workdir>/config.json`` and keeps the state of
+best validation mean AUC in ``<workdir>/checkpoints/finetune_best``; :func:`load_classifier`
+rebuilds the model from the former and reads the latter. ``encoder(x)`` returns the
+:class:`~otcxr_jax.models.EncoderOutput` (``dense`` last-stage map, ``stages``, ``pooled``) and
+``head`` maps pooled features to logits (``head.linear.kernel`` is ``(C, K)``), which is what
+class-activation heatmaps need. With a ResNet (``pooled`` is the mean of ``dense`` over its
+``h x w`` positions), class ``k``'s activation map is ``CAM = dense @ head.linear.kernel[:, k]``
+(Zhou et al., CVPR 2016), and Grad-CAM of logit ``k`` at ``dense`` is ``relu(CAM) / (h w)``
+(Selvaraju et al., ICCV 2017, Sec. 3.1); a ViT pools its CLS token instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from otcxr_jax import config_lib
+from otcxr_jax.data import augment, datasets
+from otcxr_jax.evaluation import checkpoints, features
+from otcxr_jax.models import LinearClassifier
+from otcxr_jax.modes import pretrain
+from otcxr_jax.training import sharding
+
+RUN_NAME = "finetune"  # the fine-tuning run's name: checkpoints/finetune, checkpoints/finetune_best
+
+
+class Classifier(nnx.Module):
+  """Multi-label classifier: ``head(encoder(images).pooled)``.
+
+  Attributes:
+    encoder: an encoder of ``models.ENCODERS`` (returns an ``EncoderOutput``).
+    head: a :class:`~otcxr_jax.models.LinearClassifier` on the pooled features.
+  """
+
+  def __init__(self, encoder: nnx.Module, head: LinearClassifier):
+    self.encoder = encoder
+    self.head = head
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """Maps ``(B, H, W, C)`` float images in [0, 1] to ``(B, K)`` float32 logits."""
+    return self.head(self.encoder(images).pooled)
+
+
+def build_classifier(config: ml_collections.ConfigDict, num_classes: int,
+                     encoder: nnx.Module | None = None) -> Classifier:
+  """The classifier of ``config.model`` with ``num_classes`` outputs.
+
+  Args:
+    config: the run config (``model``, ``data.image_size``, ``train.compute_dtype``, ``seed``).
+    num_classes: number of labels.
+    encoder: the encoder to start from; None builds the one pretraining starts from (random
+      initialisation of seed ``config.seed``).
+
+  The head's weights start at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
+  """
+  if encoder is None:
+    encoder = pretrain.build_encoder(config, nnx.Rngs(config.seed))
+  head = LinearClassifier(encoder.num_features, num_classes, rngs=nnx.Rngs(config.seed + 1))
+  return Classifier(encoder, head)
+
+
+def _probabilities(graphdef, state, images: jax.Array, *, image_size: int) -> jax.Array:
+  x = augment.center_view(images.astype(jnp.float32) / 255.0, image_size)
+  return jax.nn.sigmoid(nnx.merge(graphdef, state, copy=True)(x))
+
+
+class Scorer:
+  """Scores splits with models of one structure (successive states of a run), compiled once.
+
+  ``scorer(model, source) -> (probabilities (N, K), labels (N, K))`` for every example of
+  ``source`` in order, ``model`` in evaluation mode. Images are resized to ``image_size`` with the
+  training views' bilinear sampler (``augment.center_view`` of the whole image); batches are
+  sharded over ``mesh`` (default: all devices) and the model's state replicated on it.
+  """
+
+  def __init__(self, *, image_size: int, batch_size: int, mesh=None):
+    self._image_size, self._batch_size = image_size, batch_size
+    self._mesh = mesh or sharding.make_mesh()
+    self._graphdef = None
+    self._fn: Callable | None = None
+
+  def __call__(self, model: nnx.Module, source) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    graphdef, state = nnx.split(model)
+    if self._fn is None:
+      self._graphdef = graphdef
+      self._fn = jax.jit(functools.partial(_probabilities, graphdef,
+                                           image_size=self._image_size))
+    elif graphdef != self._graphdef:
+      raise ValueError("Scorer compiled for another model structure; make one Scorer per model.")
+    state = sharding.replicate(state, self._mesh)
+    return features.extract(lambda images: self._fn(state, images), source,
+                            batch_size=self._batch_size, mesh=self._mesh)
+
+
+def predict(model: nnx.Module, source, *, image_size: int, batch_size: int, mesh=None
+            ) -> tuple[np.ndarray, np.ndarray]:
+  """``(probabilities (N, K), labels (N, K))`` of every example of ``source``, in order (one
+  :class:`Scorer` call)."""
+  return Scorer(image_size=image_size, batch_size=batch_size, mesh=mesh)(model, source)
+
+
+def best_checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
+  """``<workdir>/checkpoints/finetune_best``: the selected state of a fine-tuning run."""
+  return epath.Path(workdir) / "checkpoints" / f"{RUN_NAME}_best"
+
+
+class LoadedClassifier(NamedTuple):
+  """A fine-tuning run's config (locked) and its selected encoder and head, in eval mode."""
+  config: ml_collections.ConfigDict
+  encoder: nnx.Module
+  head: LinearClassifier
+
+
+def load_config(workdir: str | epath.PathLike) -> ml_collections.ConfigDict:
+  """The config a run saved in ``<workdir>/config.json``, on top of today's defaults (locked).
+
+  Raises:
+    FileNotFoundError: the workdir has no ``config.json``.
+  """
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not the workdir of a run.")
+  config = config_lib.base_config()
+  config.update(json.loads(path.read_text()))
+  config.lock()
+  return config
+
+
+def load_classifier(workdir: str | epath.PathLike) -> LoadedClassifier:
+  """Loads the classifier a fine-tuning run selected on validation.
+
+  Rebuilds the model from ``<workdir>/config.json`` and reads its variables (parameters and
+  BatchNorm statistics) from the checkpoint in ``<workdir>/checkpoints/finetune_best``.
+
+  Returns:
+    ``(config, encoder, head)``; ``Classifier(encoder, head)`` is the whole model.
+
+  Raises:
+    FileNotFoundError: no ``config.json`` or no selected checkpoint in ``workdir``.
+    ValueError: ``workdir`` is not a fine-tuning run's, or its checkpoint does not match its
+      config (the message names the first differing parameter).
+  """
+  config = load_config(workdir)
+  if config.mode != RUN_NAME:
+    raise ValueError(f"{epath.Path(workdir) / 'config.json'} is a {config.mode!r} run's config; "
+                     f"load_classifier needs a '{RUN_NAME}' run's workdir.")
+  num_classes = len(datasets.class_names(config))
+  abstract = nnx.eval_shape(lambda: build_classifier(config, num_classes))
+  model, _ = checkpoints.restore_module(
+      abstract, best_checkpoint_dir(workdir),
+      source=f"the selected state of the fine-tuning run in {workdir}")
+  return LoadedClassifier(config, model.encoder, model.head)

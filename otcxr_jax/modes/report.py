@@ -1,0 +1,20 @@
+"""Mode ``report``: the runs of ``config.report.workdirs`` collected into ``<workdir>/report.md``
+with plots (``otcxr_jax/report.py``, also ``python -m otcxr_jax.report``)."""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+from etils import epath
+
+from otcxr_jax import report
+
+RUN_NAME = "report"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
+  path = epath.Path(workdir) / "report.md"
+  if jax.process_index() == 0:
+    path = report.write_report(tuple(config.report.workdirs), workdir)
+  print(f"[{RUN_NAME}] {path}", flush=True)
+  return path

@@ -1,0 +1,278 @@
+"""Multi-process runs: 2 processes x 2 CPU devices train like 1 process x 4; coordinates; paths."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from etils import epath
+from flax import nnx
+
+from otcxr_jax import config_lib
+from otcxr_jax.data import datasets
+from otcxr_jax.modes import pretrain
+from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training import distributed, sharding
+from tests.tiny import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SLURM = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "node[01-02]", "SLURM_NTASKS": "2",
+          "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}
+_CLUSTER_ENV = (*_SLURM, "OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST",
+                "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
+                distributed.ENV_COORDINATOR_ADDRESS, distributed.ENV_NUM_PROCESSES,
+                distributed.ENV_PROCESS_ID, distributed.JAX_ENV_COORDINATOR_ADDRESS)
+
+
+def _config(data_dir):
+  """The tiny pretraining config with SGD at a small learning rate.
+
+  Measured on this tiny network: after 3 steps at base rate 0.5 (or 0.05), 1 and 4 devices of one
+  process end 1% of the update apart (float32 reduction order, amplified by large steps); at
+  0.005, 2e-5 apart.
+  """
+  c = tiny_config(data_dir)
+  c.optim.name = "sgd"
+  c.optim.base_learning_rate = 0.005
+  c.optim.warmup_steps = 0
+  c.train.checkpoint_every = 0  # checkpoints at the end of each run only
+  return c
+
+
+def worker(data_dir: str, workdir: str, cache_dir: str) -> None:
+  """One process of the multi-process run: 2 CPU devices, coordinates from the environment.
+
+  A 3-step run is stopped after step 2 (its checkpoint written by both processes), then run
+  again: both processes restore step 2 and train step 3.
+  """
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", 2)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Process 0 stores compiled programs, so the resumed run compiles nothing again.
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  config = _config(data_dir)
+  config.train.num_steps = 3  # the learning-rate schedule spans 3 steps in both runs
+  assert distributed.initialize(config)
+  assert (jax.process_count(), jax.local_device_count(), jax.device_count()) == (2, 2, 4)
+  full_run = pretrain.loop_config
+  pretrain.loop_config = lambda c: dataclasses.replace(full_run(c), num_steps=2)
+  pretrain.run(config, workdir)
+  pretrain.loop_config = full_run
+  pretrain.run(config, workdir)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start_workers(data_dir, workdir, cache_dir) -> list[subprocess.Popen]:
+  port = _free_port()
+  code = (f"from tests.test_multihost import worker; "
+          f"worker({str(data_dir)!r}, {str(workdir)!r}, {str(cache_dir)!r})")
+  procs = []
+  for index in range(2):
+    env = {k: v for k, v in os.environ.items() if k not in _CLUSTER_ENV}
+    env.update({distributed.ENV_COORDINATOR_ADDRESS: f"127.0.0.1:{port}",
+                distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: str(index),
+                "PYTHONPATH": REPO})
+    procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+def _wait(procs, timeout=400) -> list[str]:
+  outputs = []
+  try:
+    for p in procs:
+      outputs.append(p.communicate(timeout=timeout)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-4000:]
+  return outputs
+
+
+def _norm(tree) -> float:
+  return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                           for x in jax.tree.leaves(tree))))
+
+
+def _losses(workdir) -> dict[int, float]:
+  lines = (epath.Path(workdir) / "metrics" / "pretrain.jsonl").read_text().splitlines()
+  return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+@pytest.mark.slow
+def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
+  data_dir, multi_dir, single_dir = tmp_path / "tfds", tmp_path / "multi", tmp_path / "single"
+  config = _config(data_dir)
+  datasets.split_source(config, config.data.train_split)  # build once, before the workers
+  procs = _start_workers(data_dir, multi_dir, tmp_path / "jax_cache")
+  try:
+    config.train.num_steps = 3
+    reference = pretrain.run(config, str(single_dir))  # 1 process x 4 devices, no interruption
+  finally:
+    outputs = _wait(procs)
+  assert all("resumed from step 2" in out for out in outputs), outputs[0][-2000:]
+
+  # Every process wrote its part of the checkpoint (arrays and its data-iterator position).
+  step_dir = multi_dir / "checkpoints" / "pretrain" / "3"
+  assert sorted(p.name for p in (step_dir / "data").glob("process_*")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
+
+  # The 2-process checkpoint restores in one process and equals the 1-process run up to float32
+  # reduction-order noise (same global batches, same augmentations).
+  checkpointer = ckpt_lib.Checkpointer(multi_dir / "checkpoints" / "pretrain", save_every=0)
+  try:
+    multi = checkpointer.restore(ckpt_lib.abstract_like(reference.state), step=3)
+  finally:
+    checkpointer.close()
+  assert int(multi.step) == 3
+  initial = nnx.state(pretrain.build_model(config, nnx.Rngs(config.seed)), nnx.Param)
+  update = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), reference.state.params,
+                        initial)
+  for part in ("params", "model_state"):
+    diff = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
+                        getattr(reference.state, part), getattr(multi, part))
+    assert _norm(diff) < 1e-4 * _norm(update), (part, _norm(diff), _norm(update))
+  multi_losses, single_losses = _losses(multi_dir), _losses(single_dir)
+  assert sorted(multi_losses) == [1, 2, 3]
+  np.testing.assert_allclose([multi_losses[s] for s in (1, 2, 3)],
+                             [single_losses[s] for s in (1, 2, 3)], rtol=1e-5)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+  for name in _CLUSTER_ENV:
+    monkeypatch.delenv(name, raising=False)
+  return monkeypatch
+
+
+def test_coordinates_come_from_config_then_environment(clean_env):
+  config = config_lib.base_config()
+  assert distributed.coordinates(config) == distributed.Coordinates(None, None, None)
+  env = {distributed.ENV_COORDINATOR_ADDRESS: "10.0.0.2:1234",
+         distributed.ENV_NUM_PROCESSES: "4", distributed.ENV_PROCESS_ID: "3"}
+  assert distributed.coordinates(config, env) == distributed.Coordinates("10.0.0.2:1234", 4, 3)
+  config.distributed.coordinator_address = "host0:99"
+  config.distributed.num_processes = 8
+  assert distributed.coordinates(config, env) == distributed.Coordinates("host0:99", 8, 3)
+  assert distributed.coordinates(
+      config_lib.base_config(), {distributed.JAX_ENV_COORDINATOR_ADDRESS: "h:1"}
+  ).coordinator_address == "h:1"
+
+
+@pytest.mark.parametrize("env, match", [
+    ({distributed.ENV_NUM_PROCESSES: "two"}, "OTCXR_NUM_PROCESSES='two'"),
+    ({distributed.ENV_NUM_PROCESSES: "0"}, "OTCXR_NUM_PROCESSES='0'"),
+    ({distributed.ENV_PROCESS_ID: "-1"}, "OTCXR_PROCESS_ID='-1'"),
+    ({distributed.ENV_COORDINATOR_ADDRESS: "10.0.0.2"}, "OTCXR_COORDINATOR_ADDRESS='10.0.0.2'"),
+    ({distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: "2"}, "process id 2"),
+])
+def test_bad_environment_is_refused_by_name(env, match):
+  with pytest.raises(ValueError, match=match):
+    distributed.coordinates(config_lib.base_config(), env)
+
+
+def test_single_process_runs_initialise_nothing(clean_env):
+  config = config_lib.base_config()
+  assert distributed.detected_cluster() is None
+  assert not distributed.initialize(config)            # a laptop: nothing set, no cluster
+  for name, value in _SLURM.items():
+    clean_env.setenv(name, value)
+  assert distributed.detected_cluster() == "SlurmCluster"  # JAX's own detection
+  config.distributed.num_processes = 1
+  assert not distributed.initialize(config)            # forced single-process inside a cluster
+  assert not jax.distributed.is_initialized()
+
+
+def test_partial_coordinates_without_cluster_name_what_is_missing(clean_env):
+  config = config_lib.base_config()
+  config.distributed.num_processes = 2
+  with pytest.raises(ValueError, match="distributed.coordinator_address, "
+                                       "distributed.process_id as well"):
+    distributed.initialize(config)
+  assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("coordinator_address", "10.0.0.2"), ("coordinator_address", "10.0.0.2:0"),
+    ("coordinator_address", ":1234"), ("num_processes", -1), ("process_id", -2),
+    ("process_id", True),
+])
+def test_config_validation_names_the_distributed_field(field, value):
+  config = config_lib.base_config()
+  with config.unlocked():
+    config.distributed[field] = value
+  with pytest.raises(config_lib.ConfigError, match=f"config.distributed.{field}="):
+    config_lib.validate(config)
+
+
+def test_config_validation_checks_process_id_against_count():
+  config = config_lib.base_config()
+  config.distributed.num_processes, config.distributed.process_id = 2, 2
+  with pytest.raises(config_lib.ConfigError, match="config.distributed.process_id=2"):
+    config_lib.validate(config)
+  config.distributed.process_id = 1
+  config.distributed.coordinator_address = "10.0.0.2:1234"
+  config_lib.validate(config)
+
+
+def test_mesh_orders_devices_by_process_and_batches_keep_row_order():
+  devices = jax.devices()[:4]
+  mesh = sharding.make_mesh(devices[::-1])
+  assert [d.id for d in mesh.devices] == sorted(d.id for d in devices)
+  batch = {"image": np.arange(8 * 3).reshape(8, 3)}
+  out = sharding.to_global(batch, mesh)["image"]
+  assert out.shape == (8, 3)
+  for shard in out.addressable_shards:  # device k of the mesh holds rows [2k, 2k + 2)
+    k = list(mesh.devices).index(shard.device)
+    np.testing.assert_array_equal(shard.data, batch["image"][2 * k:2 * k + 2])
+  with pytest.raises(ValueError, match=r"shape \(6, 3\) does not split over the 4 local"):
+    sharding.to_global({"image": np.zeros((6, 3))}, mesh)
+
+
+def test_checkpoint_paths_local_made_absolute_remote_untouched(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert str(ckpt_lib.absolute("runs/a")) == str(tmp_path / "runs" / "a")
+  assert str(ckpt_lib.absolute("~/runs/a")) == str(tmp_path / "home" / "runs" / "a")
+  assert str(ckpt_lib.absolute(tmp_path / "x" / ".." / "y")) == str(tmp_path / "y")
+  for remote in ("gs://bucket/otcxr/run1", epath.Path("gs://bucket/otcxr/run1")):
+    path = ckpt_lib.absolute(remote)
+    assert isinstance(path, epath.Path) and str(path) == "gs://bucket/otcxr/run1"
+    assert str(path / "checkpoints" / "pretrain") == "gs://bucket/otcxr/run1/checkpoints/pretrain"
+  assert ckpt_lib.is_remote("s3://b/k") and not ckpt_lib.is_remote("/data/gs:/odd")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"SLURM_NTASKS_PER_NODE": "1", "CUDA_VISIBLE_DEVICES": "4,5,6,7"}, [0, 1, 2, 3]),
+    ({"SLURM_STEP_TASKS_PER_NODE": "1(x2)", "CUDA_VISIBLE_DEVICES": "0,1"}, [0, 1]),
+    ({"SLURM_NTASKS_PER_NODE": "8", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, None),
+    ({"SLURM_STEP_TASKS_PER_NODE": "2(x2)", "CUDA_VISIBLE_DEVICES": "0,1"}, None),
+    ({"SLURM_NTASKS_PER_NODE": "1"}, None),
+])
+def test_one_slurm_task_per_node_keeps_every_gpu_of_the_node(env, expected):
+  assert distributed.slurm_local_device_ids(env) == expected
+
+
+def test_main_refuses_incomplete_coordinates_before_any_compute(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k not in _CLUSTER_ENV}
+  env[distributed.ENV_NUM_PROCESSES] = "2"
+  out = subprocess.run([sys.executable, "-m", "otcxr_jax.main", "--config", "configs/demo.py",
+                        "--workdir", str(tmp_path / "run")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert ("Cannot start the multi-process run: a multi-process run needs "
+          "distributed.coordinator_address, distributed.process_id as well") in out.stderr
+  assert not (tmp_path / "run").exists()
