@@ -1,0 +1,308 @@
+"""The synthetic benchmark's evaluations, its results table and ``report.md`` with plots.
+
+Everything in the report is read back from files: the ``metrics.json`` that each evaluation mode
+writes (``<workdir>/runs/<row>/seed<k>/<evaluation>/metrics.json``) and the timing results
+(``<workdir>/timing/<run>.json``), so a report rebuilt from a finished or partial benchmark
+directory shows exactly what those files hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
+
+from benchmarks import step_timing  # noqa: E402
+from otcxr_jax.evaluation import report as report_lib  # noqa: E402
+
+METRICS_FILE = "metrics.json"
+#: Reference rows: the encoder at initialisation, and supervised training from scratch.
+REFERENCES = ("random_init", "supervised")
+
+
+def _test_auc(metrics: Mapping[str, Any]) -> float | None:
+  return metrics["test"]["mean_auc"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """An evaluation of an encoder: the mode that runs it and the report columns it fills.
+
+  Attributes:
+    mode: module of ``otcxr_jax.modes`` whose ``run(config, workdir)`` runs it.
+    columns: column name -> its value in the evaluation's ``metrics.json`` (None: undefined).
+    finetune_split: the label fraction of a fine-tuning evaluation (``config.finetune.split``).
+  """
+
+  mode: str
+  columns: Mapping[str, Callable[[Mapping[str, Any]], float | None]]
+  finetune_split: str | None = None
+
+
+EVALUATIONS: dict[str, Evaluation] = {
+    "linear_probe": Evaluation("linear_probe", {"linear probe AUC": _test_auc}),
+    "knn": Evaluation("knn", {"kNN AUC": _test_auc}),
+    "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct"),
+    "finetune_10pct": Evaluation("finetune", {"fine-tune 10% AUC": _test_auc}, "train_10pct"),
+    "finetune_100pct": Evaluation("finetune", {"fine-tune 100% AUC": _test_auc}, "train"),
+    "segment": Evaluation("segment", {
+        "segment Dice (all)": lambda m: m["test"]["dice_all"],
+        "segment Dice (positive)": lambda m: m["test"]["dice_positive"],
+    }),
+}
+#: The evaluation of the ``supervised`` reference (from random initialisation, every label).
+SUPERVISED_EVALUATION = "finetune_100pct"
+
+
+def mode_available(mode: str) -> bool:
+  """Whether ``otcxr_jax.modes.<mode>`` exists in this checkout."""
+  return importlib.util.find_spec(f"otcxr_jax.modes.{mode}") is not None
+
+
+def rows(config: ml_collections.ConfigDict) -> list[str]:
+  """The table's rows: the runs, then the references."""
+  return list(config.benchmark.runs) + list(config.benchmark.references)
+
+
+def layout(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """``[(row, evaluation), ...]`` the benchmark runs: modes missing from the checkout left out."""
+  out = []
+  for row in rows(config):
+    evaluations = ([SUPERVISED_EVALUATION] if row == "supervised"
+                   else list(config.benchmark.evaluations))
+    out += [(row, e) for e in evaluations if mode_available(EVALUATIONS[e].mode)]
+  return out
+
+
+def metrics_path(workdir: epath.Path, row: str, seed: int, evaluation: str) -> epath.Path:
+  return workdir / "runs" / row / f"seed{seed}" / evaluation / METRICS_FILE
+
+
+@dataclasses.dataclass
+class Table:
+  """Per-seed values read from the ``metrics.json`` files.
+
+  Attributes:
+    rows: row names in table order.
+    columns: column names in table order.
+    values: ``values[row][column]``: one float per seed read (NaN where undefined).
+    sources: the ``metrics.json`` paths read.
+  """
+
+  rows: list[str]
+  columns: list[str]
+  values: dict[str, dict[str, list[float]]]
+  sources: list[str]
+
+  def stats(self, row: str, column: str) -> tuple[float, float, int]:
+    """``(mean, sample std, n)`` over the defined values (std NaN for n < 2; all NaN for 0)."""
+    x = np.asarray([v for v in self.values[row].get(column, []) if not math.isnan(v)])
+    if x.size == 0:
+      return math.nan, math.nan, 0
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan, int(x.size)
+
+  def best(self, column: str) -> float:
+    """The largest row mean of ``column`` (every metric here is better when higher)."""
+    means = [m for m in (self.stats(r, column)[0] for r in self.rows) if not math.isnan(m)]
+    return max(means) if means else math.nan
+
+
+def collect(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table:
+  """The table of the ``metrics.json`` files present for the config's rows and seeds."""
+  steps = layout(config)
+  columns = []
+  for _, e in steps:
+    columns += [c for c in EVALUATIONS[e].columns if c not in columns]
+  values = {row: {} for row in rows(config)}
+  sources = []
+  for row, e in steps:
+    for seed in range(config.benchmark.seeds):
+      path = metrics_path(workdir, row, seed, e)
+      if not path.exists():
+        continue
+      metrics = json.loads(path.read_text())
+      sources.append(str(path))
+      for column, read in EVALUATIONS[e].columns.items():
+        value = read(metrics)
+        values[row].setdefault(column, []).append(math.nan if value is None else float(value))
+  return Table(rows=rows(config), columns=columns, values=values, sources=sources)
+
+
+def format_cell(mean: float, std: float, n: int, seeds: int) -> str:
+  """``mean ± std`` (3 decimals); the mean alone for one value; ``(n=…)`` when fewer than
+  ``seeds`` values were defined; ``n/a`` for none."""
+  if n == 0:
+    return "n/a"
+  text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+  return text if n == seeds else f"{text} (n={n})"
+
+
+def markdown_results(table: Table, seeds: int) -> str:
+  """The results table, the best mean of each column in bold."""
+  body = []
+  for row in table.rows:
+    cells = [row]
+    for column in table.columns:
+      mean, std, n = table.stats(row, column)
+      text = format_cell(mean, std, n, seeds)
+      cells.append(f"**{text}**" if n and mean == table.best(column) else text)
+    body.append(cells)
+  return report_lib.markdown_table(["run"] + table.columns, body)
+
+
+def _slug(text: str) -> str:
+  return "_".join("".join(ch if ch.isalnum() else " " for ch in text.lower()).split())
+
+
+def bar_chart(names: Sequence[str], means: Sequence[float], stds: Sequence[float],
+              path: epath.Path, *, title: str) -> str:
+  """One bar per name, ±std error bars (NaN: none); undefined means left out. Returns the
+  file name."""
+  keep = [i for i, m in enumerate(means) if not math.isnan(m)]
+  fig, ax = plt.subplots(figsize=(1.2 + 0.55 * max(len(keep), 1), 3.4))
+  x = np.arange(len(keep))
+  errors = [0.0 if math.isnan(stds[i]) else stds[i] for i in keep]
+  ax.bar(x, [means[i] for i in keep], yerr=errors if any(errors) else None, capsize=3,
+         color="tab:blue")
+  ax.set_xticks(x, [names[i] for i in keep], rotation=45, ha="right", fontsize=8)
+  ax.set_title(title)
+  ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("wb") as f:
+    fig.savefig(f, dpi=110)
+  plt.close(fig)
+  return path.name
+
+
+def timed_runs(config: ml_collections.ConfigDict) -> list[str]:
+  """The runs whose train step is timed: ``benchmark.timed_runs``, or every run when None."""
+  b = config.benchmark
+  return list(b.runs if b.timed_runs is None else b.timed_runs)
+
+
+def read_timings(config: ml_collections.ConfigDict, workdir: epath.Path) -> dict[str, dict]:
+  """``{run: timing result}`` of the ``<workdir>/timing/<run>.json`` files present."""
+  out = {}
+  for run in timed_runs(config):
+    path = workdir / "timing" / f"{run}.json"
+    if path.exists():
+      out[run] = json.loads(path.read_text())
+  return out
+
+
+def markdown_runtime(timings: Mapping[str, Mapping[str, Any]]) -> str:
+  """The runtime table, how memory was measured, and OTCXR's overhead over VICReg."""
+  if not timings:
+    return "No train step was timed."
+  mib = lambda b: f"{b / 2**20:.1f}"
+  body = [[run, f"{t['seconds_per_step']:.4f}", f"{t['images_per_s']:.1f}",
+           mib(t["peak_memory_bytes"]), mib(t["memory_before_bytes"]), f"{t['compile_s']:.1f}"]
+          for run, t in timings.items()]
+  table = report_lib.markdown_table(
+      ["run", "s / step", "images / s", "peak memory (MiB)", "before model (MiB)",
+       "compile (s)"], body)
+  first = next(iter(timings.values()))
+  sources = sorted({t["memory_source"] for t in timings.values()})
+  lines = [
+      f"Batch {first['batch_size']}, {first['image_size']}x{first['image_size']} images, "
+      f"{first['devices']}; median of {first['steps']} steps after {first['warmup']} warm-up, "
+      f"each run in a fresh process. Memory: "
+      + "; ".join(step_timing.MEMORY_SOURCES[s] for s in sources) + ".",
+      "", table, ""]
+  if "otcxr" in timings and "vicreg" in timings:
+    o, v = timings["otcxr"], timings["vicreg"]
+    lines.append(f"OTCXR over VICReg: {o['seconds_per_step'] / v['seconds_per_step']:.2f}x the "
+                 f"time per step, {o['peak_memory_bytes'] / v['peak_memory_bytes']:.2f}x the "
+                 f"peak memory.")
+  else:
+    lines.append("OTCXR's overhead over VICReg needs both runs 'otcxr' and 'vicreg'.")
+  return "\n".join(lines)
+
+
+def _flat(overrides, prefix: str = "") -> list[str]:
+  """```a.b=value``` for every leaf of nested overrides."""
+  out = []
+  for key, value in overrides.items():
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      out += _flat(value, f"{prefix}{key}.")
+    else:
+      out.append(f"`{prefix}{key}={value!r}`")
+  return out
+
+
+def write_report(config: ml_collections.ConfigDict, workdir: epath.Path,
+                 notes: Sequence[str] = ()) -> epath.Path:
+  """``<workdir>/report.md`` and its PNG plots (``<workdir>/plots``) from the files present.
+
+  ``notes``: evaluations that could not run (e.g. a mode missing from the checkout).
+  """
+  table = collect(config, workdir)
+  seeds = config.benchmark.seeds
+  plots = []
+  for column in table.columns:
+    stats = [table.stats(row, column) for row in table.rows]
+    name = bar_chart(table.rows, [s[0] for s in stats], [s[1] for s in stats],
+                     workdir / "plots" / f"{_slug(column)}.png", title=f"{column} (test)")
+    plots.append(f"![{column}](plots/{name})")
+  timings = read_timings(config, workdir)
+  if timings:
+    for key, label, scale in (("seconds_per_step", "seconds per step", 1.0),
+                              ("peak_memory_bytes", "peak memory (MiB)", 2.0**-20)):
+      name = bar_chart(list(timings), [t[key] * scale for t in timings.values()],
+                       [math.nan] * len(timings), workdir / "plots" / f"runtime_{_slug(label)}.png",
+                       title=label)
+      plots.append(f"![{label}](plots/{name})")
+  c = config
+  definitions = [[run, ", ".join(_flat(c.benchmark_runs[run])) or "(the shared config)"]
+                 for run in c.benchmark.runs]
+  cohort = f", {c.data.synthetic_patients} patients" if c.data.synthetic_patients else ""
+  not_run = "".join(f"- {n}\n" for n in notes)
+  not_run = f"Not evaluated:\n\n{not_run}\n" if not_run else ""
+  newline = "\n"
+  data = (f"`{c.data.name}/{c.data.config}` ({c.data.image_size}x{c.data.image_size}{cohort}); "
+          f"every metric on the test split")
+  shared = (f"encoder `{c.model.encoder}` (width {c.model.width}, stem `{c.model.stem}`), "
+            f"projector {c.model.projector_hidden} -> {c.model.projector_dim}, optimiser "
+            f"`{c.optim.name}` (base learning rate {c.optim.base_learning_rate}), batch "
+            f"{c.train.batch_size}, {c.train.num_steps} steps, the same augmentations")
+  text = f"""# Synthetic benchmark
+
+- data: {data}
+- shared by every pretraining run: {shared}
+- {len(c.benchmark.runs)} runs x {seeds} seed(s)
+
+## Results (test split)
+
+Mean ± sample standard deviation over the seeds (one seed: its value; `(n=…)`: fewer seeds gave
+a defined value; `n/a`: undefined); the best mean of each column in bold. `random_init`: the
+encoder at initialisation; `supervised`: fine-tuned from random initialisation on 100% of the
+labels.
+
+{markdown_results(table, seeds)}
+
+{not_run}{newline.join(plots)}
+
+## Runtime
+
+{markdown_runtime(timings)}
+
+## Runs
+
+{report_lib.markdown_table(["run", "fields changed from the shared config"], definitions)}
+
+Read from {len(table.sources)} metrics.json files under `runs/`.
+"""
+  path = workdir / "report.md"
+  path.write_text(text)
+  return path

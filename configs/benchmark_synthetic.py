@@ -1,0 +1,141 @@
+r"""The synthetic benchmark: every pretraining method and OTCXR ablation at one budget, alike.
+
+    python benchmarks/benchmark_synthetic.py --workdir workdirs/benchmark_synthetic
+    python benchmarks/benchmark_synthetic.py --tiny --workdir workdirs/benchmark_synthetic_tiny
+
+(``--tiny`` is ``--config configs/benchmark_synthetic.py:tiny``; any field can be overridden with
+``--config.FIELD=VALUE``; see benchmarks/README.md for the runtime.)
+
+Shared by every run (the demo's setting, ``configs/demo.py``): ``synthetic_cxr/64``, a
+quarter-width ResNet-18 with a small stem (4x4 dense map at 64x64), the demo's augmentations,
+projector sizes 512 -> 128, AdamW (peak 1e-3 at batch 128, 30 warm-up steps, cosine decay),
+300 steps of batch 128; the evaluations' settings are those of configs/linear_probe_synthetic.py,
+knn_synthetic.py, finetune_synthetic.py and segment_synthetic.py. Each run is repeated for
+``benchmark.seeds`` seeds (0, 1, ...; the seed sets the initialisation, the data order and the
+augmentations of pretraining and of the evaluations).
+
+Runs (``benchmark_runs``: name -> the fields it changes; ``benchmark.runs`` picks and orders them):
+
+====================  =========================================================================
+run                   what changes
+====================  =========================================================================
+otcxr                 nothing: OTCXR as configured (OT alignment, CV-SIM, variance, covariance)
+simclr                ``method='simclr'`` (NT-Xent, τ = 0.1)
+byol                  ``method='byol'`` (predictor, EMA target, τ_base = 0.996)
+barlow_twins          ``method='barlow_twins'`` (λ = 5e-3)
+vicreg                ``method='vicreg'`` (25 / 25 / 1)
+vicregl               ``method='vicregl'`` (α = 0.75, 7 + 1 location matches of the 16 cells)
+otcxr_location_mse    OT replaced by the MSE of location-matched tokens
+                      (``objective.alignment='location_mse'``, ``objective.alpha=25``: the MSE
+                      is about twice the cosine cost, see objectives/location_match.py)
+otcxr_no_cvsim        CV-SIM off (``model.cvsim=False``)
+otcxr_no_variance     variance term off (``objective.beta=0``)
+otcxr_no_covariance   covariance term off (``objective.eta=0``)
+otcxr_epsilon_0p02    entropic ε = 0.02 (default 0.05)
+otcxr_epsilon_0p2     entropic ε = 0.2
+otcxr_iters_10        10 Sinkhorn iterations (default 30)
+otcxr_iters_100       100 Sinkhorn iterations
+otcxr_grad_unrolled   gradient through the unrolled Sinkhorn iterations
+                      (``objective.grad_mode='unrolled'``; default 'fixed': through the cost,
+                      plan held fixed)
+otcxr_grad_implicit   implicit differentiation of the Sinkhorn fixed point
+                      (``objective.grad_mode='implicit'``)
+====================  =========================================================================
+
+Reference rows (``benchmark.references``): ``random_init``, every evaluation of the encoder at
+its initialisation (no pretraining); ``supervised``, fine-tuning from random initialisation on
+100% of the training labels (supervised from scratch, column "fine-tune 100%").
+
+Evaluations (``benchmark.evaluations``; each is the mode's ``run(config, workdir)``): test mean
+AUC of ``linear_probe``, ``knn``, ``finetune_1pct``, ``finetune_10pct``; test Dice of
+``segment`` (all images and positive images). The train step of every run of
+``benchmark.timed_runs`` is timed in a fresh process (``benchmark.timing_steps`` steps on a
+random batch after ``benchmark.timing_warmup``; peak memory from the device's statistics, or the
+process's RSS high-water mark where the device reports none); the report gives OTCXR's overhead
+over VICReg from the runs ``otcxr`` and ``vicreg``.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import demo, finetune_synthetic, segment_synthetic
+
+METHOD_RUNS = ("otcxr", "simclr", "byol", "barlow_twins", "vicreg", "vicregl")
+ABLATION_RUNS = ("otcxr_location_mse", "otcxr_no_cvsim", "otcxr_no_variance",
+                 "otcxr_no_covariance", "otcxr_epsilon_0p02", "otcxr_epsilon_0p2",
+                 "otcxr_iters_10", "otcxr_iters_100", "otcxr_grad_unrolled",
+                 "otcxr_grad_implicit")
+
+
+def _runs() -> dict:
+  runs = {name: {} if name == "otcxr" else {"method": name} for name in METHOD_RUNS}
+  runs.update(
+      otcxr_location_mse={"objective": {"alignment": "location_mse", "alpha": 25.0}},
+      otcxr_no_cvsim={"model": {"cvsim": False}},
+      otcxr_no_variance={"objective": {"beta": 0.0}},
+      otcxr_no_covariance={"objective": {"eta": 0.0}},
+      otcxr_epsilon_0p02={"objective": {"epsilon": 0.02}},
+      otcxr_epsilon_0p2={"objective": {"epsilon": 0.2}},
+      otcxr_iters_10={"objective": {"num_iters": 10}},
+      otcxr_iters_100={"objective": {"num_iters": 100}},
+      otcxr_grad_unrolled={"objective": {"grad_mode": "unrolled"}},
+      otcxr_grad_implicit={"objective": {"grad_mode": "implicit"}},
+  )
+  return runs
+
+
+def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
+  """The benchmark config; ``scale='tiny'`` shrinks everything to run in about a minute."""
+  if scale not in (None, "", "default", "tiny"):
+    raise ValueError(f"configs/benchmark_synthetic.py: scale {scale!r}: expected 'tiny' or none.")
+  c = demo.get_config()
+  c.mode = "pretrain"
+  c.train.tensorboard = False  # the metric logs (<workdir>/metrics/*.jsonl) are kept
+  c.vicregl.num_matches = (7, 1)  # the reference's 20 and 4 of 49 cells, scaled to 16
+  c.finetune = finetune_synthetic.get_config().finetune
+  c.segment = segment_synthetic.get_config().segment
+  c.benchmark = dict(
+      seeds=3,
+      runs=METHOD_RUNS + ABLATION_RUNS,
+      references=("random_init", "supervised"),
+      evaluations=("linear_probe", "knn", "finetune_1pct", "finetune_10pct", "segment"),
+      timed_runs=config_dict.placeholder(tuple),  # None: every run of `runs`
+      timing_steps=10,
+      timing_warmup=2,
+  )
+  c.benchmark_runs = _runs()
+  if scale == "tiny":
+    _tiny(c)
+  return c
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds per run: 32x32 images of 16 patients, an eighth-width ResNet-18, two steps."""
+  c.data.config = "32"
+  c.data.image_size = 32
+  c.data.synthetic_patients = 16
+  c.model.width = 0.125
+  c.model.projector_hidden = 32
+  c.model.projector_dim = 16
+  c.model.cvsim_heads = 2
+  c.objective.num_iters = 5
+  c.vicregl.num_matches = (2, 1)  # of the 2x2 dense map's 4 cells
+  c.optim.warmup_steps = 1
+  c.train.batch_size = 8
+  c.train.num_steps = 2
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.probe.batch_size = 8
+  c.probe.num_steps = 4
+  c.probe.weight_decays = (1e-3,)
+  c.knn.k = 5
+  f = c.finetune
+  f.batch_size, f.num_steps, f.eval_every, f.warmup_steps, f.patience = 2, 2, 1, 0, 0
+  s = c.segment
+  s.batch_size, s.num_steps, s.eval_every, s.warmup_steps, s.patience = 4, 2, 1, 0, 0
+  s.decoder_channels = (8, 8, 8, 8)
+  s.selection_metric = "dice_all"  # the tiny validation split may hold no positive mask
+  b = c.benchmark
+  b.seeds = 1
+  b.timing_steps = 2
+  b.timing_warmup = 1

@@ -1,0 +1,165 @@
+"""The synthetic benchmark end to end at tiny scale: report.md against the files it read."""
+
+import json
+import math
+import re
+
+import pytest
+
+from benchmarks import benchmark_synthetic, synthetic_report
+from configs import benchmark_synthetic as benchmark_config
+
+RUNS = ("otcxr", "vicreg", "otcxr_location_mse")
+ROWS = RUNS + ("random_init",)
+TIMED = ("otcxr", "vicreg")
+COLUMNS = {"linear probe AUC": "linear_probe", "kNN AUC": "knn"}
+
+
+def _config(data_dir):
+  c = benchmark_config.get_config("tiny")
+  c.data.data_dir = str(data_dir)
+  c.benchmark.runs = RUNS
+  c.benchmark.references = ("random_init",)
+  c.benchmark.evaluations = ("linear_probe", "knn")
+  c.benchmark.timed_runs = TIMED
+  c.lock()
+  return c
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+  root = tmp_path_factory.mktemp("benchmark")
+  config = _config(root / "tfds")
+  report = benchmark_synthetic.run(config, root / "work")
+  return config, root / "work", report
+
+
+def _table(markdown: str, heading: str = "") -> tuple[list[str], dict[str, list[str]]]:
+  """Header and ``{first cell: other cells}`` of the first table after ``heading``."""
+  lines = (markdown.split(heading, 1)[1] if heading else markdown).splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+  rows = []
+  for line in lines[start:]:
+    if not line.startswith("|"):
+      break
+    rows.append([cell.strip() for cell in line.strip("|").split("|")])
+  header, body = rows[0], rows[2:]
+  return header, {cells[0]: cells[1:] for cells in body}
+
+
+def _test_mean_auc(workdir, row, evaluation):
+  path = workdir / "runs" / row / "seed0" / evaluation / "metrics.json"
+  return json.loads(path.read_text())["test"]["mean_auc"]
+
+
+def test_results_table_matches_the_metrics_files(benchmark):
+  _, workdir, report = benchmark
+  header, rows = _table(report.read_text(), "## Results")
+  assert header == ["run", *COLUMNS]
+  assert list(rows) == list(ROWS)
+  for j, (column, evaluation) in enumerate(COLUMNS.items()):
+    expected = {row: _test_mean_auc(workdir, row, evaluation) for row in ROWS}
+    defined = [v for v in expected.values() if v is not None]
+    best = max(defined)
+    for row, value in expected.items():
+      cell = rows[row][j]
+      if value is None:
+        assert cell == "n/a", (row, column)
+        continue
+      bold = cell.startswith("**") and cell.endswith("**")
+      assert cell.strip("*") == f"{value:.3f}", (row, column, cell, value)  # one seed: no ±
+      assert bold == (value == best), (row, column, cell)
+
+
+def test_runtime_section_matches_the_timing_files(benchmark):
+  _, workdir, report = benchmark
+  text = report.read_text()
+  timings = {run: json.loads((workdir / "timing" / f"{run}.json").read_text()) for run in TIMED}
+  assert sorted(p.stem for p in (workdir / "timing").glob("*.json")) == sorted(TIMED)
+  header, rows = _table(text, "## Runtime")
+  assert header[:4] == ["run", "s / step", "images / s", "peak memory (MiB)"]
+  for run, t in timings.items():
+    assert t["batch_size"] == 8 and t["image_size"] == 32
+    assert t["seconds_per_step"] > 0 and t["peak_memory_bytes"] >= t["memory_before_bytes"] > 0
+    assert t["memory_source"] in ("device", "rss_vmhwm", "rss_getrusage")
+    assert rows[run][0] == f"{t['seconds_per_step']:.4f}"
+    assert rows[run][2] == f"{t['peak_memory_bytes'] / 2**20:.1f}"
+  ratio = timings["otcxr"]["seconds_per_step"] / timings["vicreg"]["seconds_per_step"]
+  memory = timings["otcxr"]["peak_memory_bytes"] / timings["vicreg"]["peak_memory_bytes"]
+  assert (f"OTCXR over VICReg: {ratio:.2f}x the time per step, {memory:.2f}x the peak memory."
+          in text)
+
+
+def test_plots_exist_and_ablations_are_listed(benchmark):
+  _, workdir, report = benchmark
+  text = report.read_text()
+  images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
+  assert len(images) == len(COLUMNS) + 2  # one per metric, seconds per step, peak memory
+  for name in images:
+    assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  _, runs = _table(text, "## Runs")
+  assert runs["otcxr_location_mse"] == ["`objective.alignment='location_mse'`, "
+                                        "`objective.alpha=25.0`"]
+  assert runs["vicreg"] == ["`method='vicreg'`"]
+  # The ablation's pretraining used its fields on top of the shared (demo) config.
+  saved = json.loads((workdir / "runs/otcxr_location_mse/seed0/pretrain/config.json").read_text())
+  assert saved["objective"]["alignment"] == "location_mse"
+  assert saved["objective"]["location_weight"] == 0.2 and saved["objective"]["center_tokens"]
+
+
+def test_rerun_skips_finished_steps_and_redoes_a_missing_one(benchmark):
+  config, workdir, report = benchmark
+  files = sorted(workdir.glob("runs/*/seed0/*/metrics.json")) + sorted(
+      workdir.glob("timing/*.json"))
+  assert len(files) == len(RUNS) * 3 + 2 + len(TIMED)  # pretraining, 2 evaluations; reference
+  redo = workdir / "runs" / "vicreg" / "seed0" / "knn" / "metrics.json"
+  before = {f: f.stat().st_mtime_ns for f in files if f != redo}
+  redo.unlink()
+  benchmark_synthetic.run(config, workdir)
+  assert {f: f.stat().st_mtime_ns for f in before} == before
+  assert redo.exists()
+  assert "vicreg" in report.read_text()
+
+
+def test_bad_benchmark_fields_are_refused(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.runs = ("otcxr", "mocov3")
+  with pytest.raises(ValueError, match=r"config\.benchmark\.runs names \['mocov3'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark_runs.otcxr_no_cvsim.model.cvsmi = False
+    config.benchmark.runs = ("otcxr_no_cvsim",)
+    config.benchmark.timed_runs = None  # every run
+  with pytest.raises(ValueError, match=r"benchmark_runs\.otcxr_no_cvsim\.model\.cvsmi"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 0
+  with pytest.raises(ValueError, match=r"config\.benchmark\.seeds=0"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.timed_runs = ("byol",)
+  with pytest.raises(ValueError, match=r"config\.benchmark\.timed_runs names \['byol'\]"):
+    benchmark_synthetic.check(config)
+
+
+def test_tiny_flag_selects_the_tiny_config():
+  argv = benchmark_synthetic.config_argv(["prog", "--tiny", "--workdir=w"])
+  assert argv == ["prog", f"--config={benchmark_synthetic.DEFAULT_CONFIG}:tiny", "--workdir=w"]
+  assert benchmark_synthetic.config_argv(["prog"])[1].endswith("benchmark_synthetic.py")
+  with pytest.raises(ValueError, match="either --tiny or --config"):
+    benchmark_synthetic.config_argv(["prog", "--tiny", "--config=configs/demo.py"])
+
+
+def test_cells_show_mean_and_sample_std():
+  # Three seeds 0.5, 0.6, 0.7: mean 0.6, sample std 0.1; one undefined of three seeds.
+  table = synthetic_report.Table(rows=["a", "b"], columns=["m"],
+                                 values={"a": {"m": [0.5, 0.6, 0.7]},
+                                         "b": {"m": [0.9, math.nan, 0.7]}}, sources=[])
+  assert synthetic_report.format_cell(*table.stats("a", "m"), seeds=3) == "0.600 ± 0.100"
+  assert synthetic_report.format_cell(*table.stats("b", "m"), seeds=3) == "0.800 ± 0.141 (n=2)"
+  _, rows = _table(synthetic_report.markdown_results(table, seeds=3))
+  assert rows == {"a": ["0.600 ± 0.100"], "b": ["**0.800 ± 0.141 (n=2)**"]}
