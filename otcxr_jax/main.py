@@ -6,14 +6,15 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
 
 * ``demo``: build the synthetic dataset if absent, pretrain OTCXR, linear-probe the pretrained and
   a random-init encoder, write ``<workdir>/report.md`` with plots;
-* ``pretrain``: OTCXR pretraining only;
+* ``pretrain``: self-supervised pretraining only, by ``config.method`` (OTCXR or a baseline:
+  SimCLR, BYOL, Barlow Twins, VICReg, VICRegL);
 * ``linear_probe``: frozen-encoder linear probe of a pretraining workdir (or random init);
 * ``knn``: weighted k-nearest-neighbour evaluation of the same frozen encoder;
 * ``finetune``: whole-network fine-tuning on a label fraction (1%, 10%, 100%), selected on
   validation mean AUC, test evaluated once;
 * ``segment``: segmentation transfer (U-Net decoder on the encoder, SIIM-ACR style Dice on all and
   on positive images), selected on validation Dice, test evaluated once;
-* ``localize``: heatmaps (classifier CAM, CV-SIM attention, transport-plan concentration)
+* ``localize``: heatmaps (classifier CAM, CV-SIM attention, transport-cost maps)
   scored against the dataset's boxes (pointing game, IoU);
 * ``report``: collect the ``metrics.json`` of evaluation workdirs (``config.report.workdirs``)
   into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.report``);

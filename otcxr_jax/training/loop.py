@@ -6,7 +6,8 @@ preemption and non-finite losses — is here, once.
 
 Preemption: a SIGTERM (what TPU VMs, SLURM and Kubernetes send before taking a machine away) makes
 the run save a checkpoint at the next step boundary and raise :class:`Preempted`; the same command
-run again resumes from it.
+run again resumes from it. With several processes, a SIGTERM seen by any of them stops all of them
+at the same step.
 
 Non-finite losses: the jitted step checks its loss and gradient norm and, when either is not
 finite, keeps the previous parameters, model state and optimiser state (the step counter and the
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 import optax
 from absl import logging
@@ -143,6 +145,15 @@ class _SigtermFlag:
     del signum, frame
     self.received = True
 
+  def any_process(self) -> bool:
+    """Whether any process has received SIGTERM (every process must stop at the same step:
+    the checkpoint is written by all of them together). One tiny all-gather per step when
+    several processes run, none otherwise."""
+    if jax.process_count() == 1:
+      return self.received
+    flags = multihost_utils.process_allgather(np.int32(self.received))
+    return bool(np.any(flags))
+
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
@@ -190,7 +201,8 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
   if restored is not None:
     state, resumed_from = restored, int(restored.step)
     logging.info("[%s] resumed from %s at step %d", name, checkpointer.directory, resumed_from)
-    print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
+    if jax.process_index() == 0:
+      print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
 
   repl = shard_lib.replicated(mesh)
   step_fn = jit_train_step(graphdef, loss_fn, tx, mesh, trainable, target_decay)
@@ -250,12 +262,13 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
         if stopped_early and jax.process_index() == 0:
           print(f"[{name}] stopped early at step {step}: {stopped_early}", flush=True)
         periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
-        if last or sigterm.received or periodic or stopped_early:
+        preempted = sigterm.any_process()
+        if last or preempted or periodic or stopped_early:
           check_finite(*pending)  # never checkpoint past an unchecked step
           checkpointer.maybe_save(step, state, batches, force=True)
         if stopped_early:
           break
-        if sigterm.received and not last:
+        if preempted and not last:
           raise Preempted(step, checkpointer.directory)
   finally:
     log.close()
