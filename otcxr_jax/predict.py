@@ -19,12 +19,15 @@ Prints a table of probabilities (rows: classes, columns: files) or, with ``--jso
 object (schema in :func:`predict`). Writes ``<out>/<file stem>_heatmap.png`` per file: the class
 activation map (``evaluation/localization.py``) of the most probable class over the image. A
 missing checkpoint directory or an unreadable file stops with a message naming it (exit status 2).
+The checkpoint and output directories may be remote (``gs://...``, through ``etils.epath``); the
+image files are local.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import pathlib
 import sys
@@ -32,9 +35,11 @@ from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import classifier, localization
+from otcxr_jax.training import checkpoint as ckpt_lib
 from tfds_builders.cxr_base import images as image_io
 
 
@@ -69,7 +74,7 @@ def load_image(path: str | pathlib.Path, resolution: int) -> np.ndarray:
   return image_io.to_uint8(image_io.resize(pixels, resolution))[..., None]
 
 
-def _heatmap_png(image: np.ndarray, heatmap: np.ndarray, title: str, path: pathlib.Path) -> None:
+def _heatmap_png(image: np.ndarray, heatmap: np.ndarray, title: str, path: epath.Path) -> None:
   """The evaluation view of ``image`` with ``heatmap`` (upsampled, min-max normalised) over it."""
   import matplotlib
   matplotlib.use("Agg")
@@ -84,9 +89,11 @@ def _heatmap_png(image: np.ndarray, heatmap: np.ndarray, title: str, path: pathl
   ax.set_title(title, fontsize=8)
   ax.set_axis_off()
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(png.getvalue())
 
 
 def _output_names(paths: Sequence[pathlib.Path]) -> list[str]:
@@ -100,8 +107,8 @@ def _output_names(paths: Sequence[pathlib.Path]) -> list[str]:
   return names
 
 
-def predict(checkpoint: str | pathlib.Path, files: Sequence[str | pathlib.Path], *,
-            out: str | pathlib.Path | None = None) -> dict[str, Any]:
+def predict(checkpoint: str | epath.PathLike, files: Sequence[str | pathlib.Path], *,
+            out: str | epath.PathLike | None = None) -> dict[str, Any]:
   """Probabilities of every class for each file, and heatmap PNGs in ``out`` (None: none).
 
   Returns:
@@ -113,7 +120,7 @@ def predict(checkpoint: str | pathlib.Path, files: Sequence[str | pathlib.Path],
     PredictError: ``checkpoint`` is not a fine-tuning run's workdir, or a file is unreadable.
   """
   from otcxr_jax.modes import localize
-  checkpoint = pathlib.Path(checkpoint)
+  checkpoint = ckpt_lib.absolute(checkpoint)
   if not checkpoint.is_dir():
     raise PredictError(f"--checkpoint {checkpoint}: no such directory (expected the workdir of a "
                        f"fine-tuning run).")
@@ -135,14 +142,14 @@ def predict(checkpoint: str | pathlib.Path, files: Sequence[str | pathlib.Path],
   source = [{"image": x, "labels": np.zeros(len(class_names), np.float32)} for x in stored]
   probabilities, _ = classifier.predict(classifier.Classifier(loaded.encoder, loaded.head), source,
                                         image_size=config.data.image_size, batch_size=batch)
-  cams = names = None
+  cams = targets = None
   if out is not None:
     cam = localize.cam_fn(loaded)
     cams = localize.batched(lambda x: {"cam": cam(x)}, stored, batch)["cam"]
-    names = _output_names(paths)
+    targets = [epath.Path(out) / name for name in _output_names(paths)]
   builder = datasets.builder_config(config)
   result = {
-      "checkpoint": str(checkpoint.resolve()),
+      "checkpoint": str(checkpoint),
       "dataset": f"{config.data.name}/{getattr(builder, 'name', builder)}",
       "image_size": int(config.data.image_size),
       "classes": class_names,
@@ -152,11 +159,11 @@ def predict(checkpoint: str | pathlib.Path, files: Sequence[str | pathlib.Path],
     top = int(np.argmax(probabilities[i]))
     heatmap = None
     if out is not None:
-      heatmap = str(pathlib.Path(out) / names[i])
+      heatmap = str(targets[i])
       view = np.asarray(localize.eval_view(stored[i][None], config.data.image_size))[0]
       _heatmap_png(view, cams[i, ..., top],
                    f"{path.name}\nCAM of {class_names[top]} (p = {probabilities[i, top]:.3f})",
-                   pathlib.Path(heatmap))
+                   targets[i])
     result["predictions"].append({
         "file": str(path),
         "probabilities": {c: float(p) for c, p in zip(class_names, probabilities[i])},
@@ -196,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
   else:
     print(format_table(result))
-    print(f"heatmaps: {pathlib.Path(args.out).resolve()}")
+    print(f"heatmaps: {ckpt_lib.absolute(args.out)}")
   return 0
 
 

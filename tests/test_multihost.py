@@ -1,4 +1,5 @@
-"""Multi-process runs: 2 processes x 2 CPU devices train like 1 process x 4; coordinates; paths."""
+"""Multi-process runs: 2 processes x 2 CPU devices train and evaluate like 1 process x 4;
+coordinates; read-back to the host; console lines; paths."""
 
 import dataclasses
 import json
@@ -8,14 +9,16 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib
-from otcxr_jax.data import datasets
-from otcxr_jax.modes import pretrain
+from otcxr_jax.data import datasets, tfds_source
+from otcxr_jax.evaluation import features
+from otcxr_jax.modes import pretrain, segment
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import distributed, sharding
 from tests.tiny import tiny_config
@@ -73,10 +76,11 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_workers(data_dir, workdir, cache_dir) -> list[subprocess.Popen]:
+def _start_workers(function: str, *args) -> list[subprocess.Popen]:
+  """Two processes running ``tests.test_multihost.<function>(*map(str, args))``."""
   port = _free_port()
-  code = (f"from tests.test_multihost import worker; "
-          f"worker({str(data_dir)!r}, {str(workdir)!r}, {str(cache_dir)!r})")
+  code = (f"from tests.test_multihost import {function}; "
+          f"{function}({', '.join(repr(str(a)) for a in args)})")
   procs = []
   for index in range(2):
     env = {k: v for k, v in os.environ.items() if k not in _CLUSTER_ENV}
@@ -117,13 +121,15 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   data_dir, multi_dir, single_dir = tmp_path / "tfds", tmp_path / "multi", tmp_path / "single"
   config = _config(data_dir)
   datasets.split_source(config, config.data.train_split)  # build once, before the workers
-  procs = _start_workers(data_dir, multi_dir, tmp_path / "jax_cache")
+  procs = _start_workers("worker", data_dir, multi_dir, tmp_path / "jax_cache")
   try:
     config.train.num_steps = 3
     reference = pretrain.run(config, str(single_dir))  # 1 process x 4 devices, no interruption
   finally:
     outputs = _wait(procs)
-  assert all("resumed from step 2" in out for out in outputs), outputs[0][-2000:]
+  # Both processes resumed (the checks below); process 0 alone says so.
+  assert "resumed from step 2" in outputs[0], outputs[0][-2000:]
+  assert "resumed from step 2" not in outputs[1], outputs[1][-2000:]
 
   # Every process wrote its part of the checkpoint (arrays and its data-iterator position).
   step_dir = multi_dir / "checkpoints" / "pretrain" / "3"
@@ -149,6 +155,171 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   assert sorted(multi_losses) == [1, 2, 3]
   np.testing.assert_allclose([multi_losses[s] for s in (1, 2, 3)],
                              [single_losses[s] for s in (1, 2, 3)], rtol=1e-5)
+
+
+def _labelled_rows(count: int) -> list[dict]:
+  """In-memory records ``{'x': (3,) float32, 'id': text of a length varying with the row}``."""
+  return [{"x": np.arange(3, dtype=np.float32) + 10 * i, "id": f"row{i}" + "+" * (i % 4)}
+          for i in range(count)]
+
+
+def _evaluations(config) -> dict[str, np.ndarray]:
+  """Features, labels, predicted masks and ids of short splits, global batch 4.
+
+  ``validation[:5]`` splits unevenly over 2 processes (3 and 2 examples: 2 batches of 2 and 1);
+  ``validation[:1]`` leaves the second process without any example.
+  """
+  config.segment.batch_size = 4
+  config.segment.decoder_channels = (16, 8, 8)
+  encoder = pretrain.build_encoder(config, nnx.Rngs(0))
+  fn = features.pooled_feature_fn(encoder, config.data.image_size)
+  predict = segment.Predictor(config, sharding.make_mesh())
+  model = segment.build_model(config, encoder)
+  model.eval()
+  out = {}
+  for name, split in (("five", "validation[:5]"), ("one", "validation[:1]")):
+    source = datasets.split_source(config, split)
+    out[f"{name}_features"], out[f"{name}_labels"] = features.extract(fn, source, batch_size=4)
+    out[f"{name}_predicted"], out[f"{name}_reference"], out[f"{name}_ids"] = predict(model, source)
+  (doubled,), fields = features.map_split(lambda batch: (2 * batch["x"],), _labelled_rows(7),
+                                          batch_size=4, keys=("x",), host_keys=("id",))
+  out["rows_doubled"], out["rows_id"] = doubled, fields["id"]
+  return out
+
+
+def _process_rows(process: int) -> np.ndarray:
+  """Process ``process``'s rows of the global array of the read-back check (2 per device)."""
+  return np.arange(12, dtype=np.float32).reshape(4, 3) + 100 * process
+
+
+def features_worker(data_dir: str, out_dir: str) -> None:
+  """One process of the evaluation read-back run (2 CPU devices): saves what it read back.
+
+  The synthetic dataset is not built yet: process 0 builds it, process 1 waits and reads.
+  """
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", 2)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  config = tiny_config(data_dir, mode="segment")
+  assert distributed.initialize(config)
+  builds = []
+  ensure_built = tfds_source.ensure_built
+
+  def counted_ensure_built(*args, **kwargs):
+    builds.append(args)
+    return ensure_built(*args, **kwargs)
+
+  tfds_source.ensure_built = counted_ensure_built
+  distributed.print0("a line of process 0")
+  process, mesh = jax.process_index(), sharding.make_mesh()
+  rows = _process_rows(process)
+  host = sharding.to_host({"global": sharding.to_global(rows, mesh), "local": rows[:1],
+                           "replicated": sharding.replicate(np.arange(3.0), mesh)})
+  evaluations = _evaluations(config)
+  np.savez(epath.Path(out_dir) / f"process_{process}.npz", builds=len(builds),
+           **{f"host_{k}": v for k, v in host.items()}, **evaluations)
+
+
+@pytest.mark.slow
+def test_two_processes_read_back_whole_evaluations_equal_to_one_process(tmp_path):
+  data_dir = tmp_path / "tfds"  # not built: the workers build it
+  outputs = _wait(_start_workers("features_worker", data_dir, tmp_path), timeout=300)
+  assert "a line of process 0" in outputs[0] and "a line of process 0" not in outputs[1]
+  got = [dict(np.load(tmp_path / f"process_{p}.npz")) for p in range(2)]
+  assert [int(g.pop("builds")) for g in got] == [1, 0]  # process 1 only read the dataset
+  for g in got:
+    np.testing.assert_array_equal(g.pop("host_global"),
+                                  np.concatenate([_process_rows(0), _process_rows(1)]))
+    np.testing.assert_array_equal(g.pop("host_local"),
+                                  np.stack([_process_rows(0)[0], _process_rows(1)[0]]))
+    np.testing.assert_array_equal(g.pop("host_replicated"), np.arange(3.0))
+
+  config = tiny_config(data_dir, mode="segment")
+  reference = _evaluations(config)  # 1 process x 4 devices
+  for name, split in (("five", "validation[:5]"), ("one", "validation[:1]")):
+    records = list(datasets.split_source(config, split))
+    np.testing.assert_array_equal(reference[f"{name}_labels"], [r["labels"] for r in records])
+    np.testing.assert_array_equal(reference[f"{name}_ids"],
+                                  [r["image_id"].decode() for r in records])
+  rows = _labelled_rows(7)
+  np.testing.assert_array_equal(reference["rows_doubled"], [2 * r["x"] for r in rows])
+  np.testing.assert_array_equal(reference["rows_id"], [r["id"] for r in rows])
+  for g in got:
+    assert sorted(g) == sorted(reference)
+    for key, expected in reference.items():
+      if key.endswith("_features"):
+        np.testing.assert_allclose(g[key], expected, rtol=1e-5, atol=1e-6, err_msg=key)
+      else:
+        np.testing.assert_array_equal(g[key], expected, err_msg=key)
+  np.testing.assert_array_equal(got[0]["five_features"], got[1]["five_features"])
+
+
+def preempt_worker(workdir: str) -> None:
+  """Trains a linear model for up to 6 steps; only process 1 receives SIGTERM, during step 2."""
+  import signal
+  import optax
+  from otcxr_jax.data import pipeline
+  from otcxr_jax.training import loop
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", 2)
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  assert distributed.initialize(tiny_config(workdir))
+  rows = np.random.RandomState(0).randn(16, 3).astype(np.float32)
+  source = [{"x": r, "id": str(i)} for i, r in enumerate(rows)]
+  batches = pipeline.train_iterator(source, global_batch_size=8, seed=0,
+                                    transform=pipeline.select_keys(["x"]),
+                                    process_index=jax.process_index(), process_count=2)
+
+  def loss_fn(model, batch, rng):
+    del rng
+    return jnp.mean((model(batch["x"]) - 1.0) ** 2), {}
+
+  def hook(step, graphdef, state):
+    if step == 2 and jax.process_index() == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  config = loop.LoopConfig(num_steps=6, log_every=1, checkpoint_every=0, tensorboard=False,
+                           hook_every=1)
+  try:
+    loop.run(name="toy", workdir=workdir, model=nnx.Linear(3, 1, rngs=nnx.Rngs(0)),
+             loss_fn=loss_fn, tx=optax.sgd(0.1), batches=batches, global_batch_size=8,
+             config=config, rng=jax.random.key_data(jax.random.key(0)), hooks=[hook])
+  except loop.Preempted as e:
+    print(f"PREEMPTED process {jax.process_index()} step {e.step}", flush=True)
+  else:
+    raise AssertionError("the run was not preempted")
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_process_stops_every_process_at_the_same_step(tmp_path):
+  outputs = _wait(_start_workers("preempt_worker", tmp_path), timeout=200)
+  assert "PREEMPTED process 0 step 2" in outputs[0], outputs[0][-2000:]
+  assert "PREEMPTED process 1 step 2" in outputs[1], outputs[1][-2000:]
+  checkpoints = ckpt_lib.Checkpointer(tmp_path / "checkpoints" / "toy", save_every=0)
+  assert checkpoints.latest_step == 2
+  checkpoints.close()
+
+
+def test_to_host_on_one_process_equals_device_get():
+  mesh = sharding.make_mesh()
+  tree = {"sharded": sharding.to_global(np.arange(24, dtype=np.float32).reshape(8, 3), mesh),
+          "replicated": sharding.replicate(np.arange(5, dtype=np.int32), mesh),
+          "host": np.ones((2, 2), bool)}
+  got, expected = sharding.to_host(tree), jax.device_get(tree)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  for g, e in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    assert isinstance(g, np.ndarray) and g.dtype == e.dtype
+    np.testing.assert_array_equal(g, e)
+  np.testing.assert_array_equal(got["sharded"], np.arange(24).reshape(8, 3))
+
+
+def test_print0_prints_on_process_zero_only(monkeypatch, capsys):
+  distributed.print0("first", 1, sep="-")
+  assert capsys.readouterr().out == "first-1\n"
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert not distributed.is_main()
+  distributed.print0("second")
+  assert capsys.readouterr().out == ""
 
 
 @pytest.fixture

@@ -2,13 +2,18 @@
 
 The synthetic dataset is built on first use (it needs no download); a real dataset must have been
 built with ``mode='build_dataset'`` first, and a missing one is reported with the command to run.
+In a multi-process run, process 0 alone builds the synthetic dataset while the others wait, then
+all read it: ``data.data_dir`` must then be shared by the hosts (a ``gs://`` bucket or a shared
+filesystem).
 """
 
 from __future__ import annotations
 
 import importlib
 
+import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from otcxr_jax.data import tfds_source
 
@@ -31,14 +36,33 @@ def builder_config(config: ml_collections.ConfigDict):
 
 
 def split_source(config: ml_collections.ConfigDict, split: str):
-  """The random-access source of ``split`` of ``config.data.name`` (TensorFlow-free)."""
+  """The random-access source of ``split`` of ``config.data.name`` (TensorFlow-free).
+
+  The synthetic dataset is built if absent, by process 0 alone in a multi-process run (every
+  process must then call this, in the same order, for the barrier the others wait at).
+
+  Raises:
+    FileNotFoundError: the dataset is not prepared in ``data.data_dir`` (on a process other than
+      0 after process 0 built it there: the hosts do not share ``data.data_dir``).
+  """
   d = config.data
   builder = builder_config(config)
   key = (d.name, str(d.data_dir), str(getattr(builder, "name", builder)))
   if d.name == SYNTHETIC and key not in _checked:
-    tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=builder)
+    if jax.process_index() == 0:
+      tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=builder)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"datasets.split_source: {'/'.join(key)} built")
     _checked.add(key)
-  return tfds_source.data_source(d.name, split, data_dir=d.data_dir, config=builder)
+  try:
+    return tfds_source.data_source(d.name, split, data_dir=d.data_dir, config=builder)
+  except FileNotFoundError as e:
+    if d.name != SYNTHETIC or jax.process_index() == 0:
+      raise
+    raise FileNotFoundError(
+        f"{e} Process 0 built it in data.data_dir={d.data_dir!r}, which process "
+        f"{jax.process_index()} does not see: in a multi-process run data.data_dir must be shared "
+        f"by all hosts (a gs:// bucket or a shared filesystem).") from e
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 
+from otcxr_jax.training.distributed import print0
+
 
 def data_source(name: str, split: str, *, data_dir: str | os.PathLike,
                 config: str | tfds.core.BuilderConfig | None = None,
@@ -67,16 +69,16 @@ def ensure_built(name: str, *, data_dir: str | os.PathLike,
   builder = _builder(name, data_dir=data_dir, config=config, builder_kwargs=builder_kwargs)
   label = f"{builder.name}/{builder.builder_config.name}" if builder.builder_config else name
   if builder.is_prepared():
-    print(f"{label}: found in {builder.data_dir}", flush=True)
+    print0(f"{label}: found in {builder.data_dir}")
     return builder
-  print(f"{label}: preparing in {builder.data_dir} ...", flush=True)
+  print0(f"{label}: preparing in {builder.data_dir} ...")
   start = time.monotonic()
   download_config = None
   if manual_dir is not None:
     download_config = tfds.download.DownloadConfig(manual_dir=os.path.expanduser(manual_dir))
   builder.download_and_prepare(download_config=download_config)
   counts = ", ".join(f"{split} {info.num_examples}" for split, info in builder.info.splits.items())
-  print(f"{label}: prepared in {time.monotonic() - start:.1f} s ({counts})", flush=True)
+  print0(f"{label}: prepared in {time.monotonic() - start:.1f} s ({counts})")
   return builder
 
 

@@ -1,8 +1,8 @@
-"""Frozen-encoder features: one sharded, jitted pass over a split."""
+"""Frozen-encoder features: one sharded, jitted pass over a split (multi-host safe)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,25 +34,101 @@ def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None
   return lambda images: fn(state, images)
 
 
+def map_split(fn: Callable[[dict[str, jax.Array]], Any], source, *, batch_size: int,
+              keys: Sequence[str], host_keys: Sequence[str] = (), mesh=None,
+              field: str = "probe.batch_size") -> tuple[Any, dict[str, np.ndarray]]:
+  """Runs ``fn`` once over every example of ``source``; results in source order, on every process.
+
+  Each global batch of ``batch_size`` examples is split over the processes (process ``p`` of
+  ``n`` reads examples ``p, p + n, ...`` of the split, ``batch_size / n`` at a time,
+  ``pipeline.eval_batches``) and sharded over the data axis of ``mesh`` (default: all devices).
+  Every process runs the same number of batches (one short of examples pads with repeats), and
+  the results are read back with ``sharding.to_host``, so with several processes every process
+  gets the whole split. Padding is dropped.
+
+  Args:
+    fn: maps the global batch ``{k: (B, ...) jax.Array for k in keys}`` to a pytree of
+      ``(B, ...)`` arrays, one row per example.
+    source: a random-access source of records (dicts).
+    batch_size: examples per global batch, divisible by the numbers of devices and processes.
+    keys: numeric record fields given to ``fn``.
+    host_keys: record fields returned as read, not given to ``fn`` (labels, text ids).
+    mesh: the ``('data',)`` mesh (default: every device of every process).
+    field: the config field ``batch_size`` comes from, for the error message.
+
+  Returns:
+    ``(outputs, fields)``: ``fn``'s pytree with ``(N, ...)`` numpy leaves, and
+    ``{k: (N, ...) numpy array for k in host_keys}``, row ``i`` from example ``i``.
+
+  Raises:
+    ValueError: ``source`` is empty, or ``batch_size`` does not split over devices and processes.
+  """
+  mesh = mesh or sharding.make_mesh()
+  sharding.check_batch_size(batch_size, mesh, field=field)
+  total, n = len(source), jax.process_count()
+  if not total:
+    raise ValueError("source is empty: map_split needs at least one example.")
+  local = batch_size // n
+  most = -(-total // n)  # examples of process 0, which reads the most
+  steps = -(-most // local)
+  keys, host_keys = tuple(keys), tuple(host_keys)
+  parts = []
+  for batch in _process_batches(source, local=local, steps=steps,
+                                transform=pipeline.select_keys(keys + host_keys)):
+    out = fn(sharding.to_global({k: batch[k] for k in keys}, mesh))
+    parts.append((sharding.to_host(out), {k: _gather_host(batch[k]) for k in host_keys}))
+
+  def in_order(*chunks: np.ndarray) -> np.ndarray:
+    # Row j of process p's part of global batch s holds example (s * local + j) * n + p.
+    x = np.stack(chunks)
+    x = x.reshape(steps, n, local, *x.shape[2:]).swapaxes(1, 2)
+    return x.reshape(steps * local * n, *x.shape[3:])[:total]
+
+  return jax.tree.map(in_order, *parts)
+
+
+def _process_batches(source, *, local: int, steps: int, transform: pipeline.Transform
+                     ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's ``steps`` batches of ``local`` examples (padding repeats a read example)."""
+  last = None
+  for last, _ in pipeline.eval_batches(source, batch_size=local, transform=transform,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()):
+    steps -= 1
+    yield last
+  if steps > 0 and last is None:  # fewer examples than processes: this one has none
+    last = {k: np.stack([v] * local) for k, v in transform(source[0]).items()}
+  for _ in range(steps):
+    yield last
+
+
+def _gather_host(x: np.ndarray) -> np.ndarray:
+  """Every process's rows of a host field, concatenated in process order (``sharding.to_host``).
+
+  Text (numpy ``S`` or ``U`` arrays, kept so) travels as UTF-8 bytes padded to the longest entry
+  of any process.
+  """
+  if jax.process_count() == 1 or x.dtype.kind not in "SU":
+    return sharding.to_host(x)
+  encoded = np.char.encode(x, "utf-8") if x.dtype.kind == "U" else x
+  width = int(sharding.to_host(np.asarray([encoded.itemsize], np.int32)).max())
+  codes = encoded.astype(f"S{width}").view(np.uint8).reshape(len(x), width)
+  text = sharding.to_host(codes).view(f"S{width}").reshape(-1)
+  return np.char.decode(text, "utf-8") if x.dtype.kind == "U" else text
+
+
 def extract(fn: Callable[[jax.Array], jax.Array], source, *, batch_size: int,
             label_key: str = "labels", mesh=None, image_key: str = "image"
             ) -> tuple[np.ndarray, np.ndarray]:
   """Runs ``fn`` over every example of ``source`` once; returns ``(features, labels)`` in order.
 
-  Batches are sharded over the data axis of ``mesh`` (default: all devices).
+  ``batch_size`` is the global batch, sharded over the data axis of ``mesh`` (default: all
+  devices); with several processes each reads its share and every process gets the whole
+  result (:func:`map_split`).
   """
-  mesh = mesh or sharding.make_mesh()
-  sharding.check_batch_size(batch_size, mesh, field="probe.batch_size")
-  feats, labels = [], []
-  transform = pipeline.select_keys([image_key, label_key])
-  for batch, mask in pipeline.eval_batches(source, batch_size=batch_size, transform=transform,
-                                           process_index=jax.process_index(),
-                                           process_count=jax.process_count()):
-    images = sharding.to_global(batch[image_key], mesh)
-    out = np.asarray(jax.device_get(fn(images)))
-    feats.append(out[: len(mask)][mask])
-    labels.append(batch[label_key][mask])
-  return np.concatenate(feats).astype(np.float32), np.concatenate(labels).astype(np.float32)
+  feats, fields = map_split(lambda batch: fn(batch[image_key]), source, batch_size=batch_size,
+                            keys=(image_key,), host_keys=(label_key,), mesh=mesh)
+  return feats.astype(np.float32), fields[label_key].astype(np.float32)
 
 
 def downsampled_pixels(source, *, size: int, batch_size: int = 256,

@@ -24,6 +24,7 @@ from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import features, linear_probe, metrics, report, visualize
 from otcxr_jax.modes import pretrain
+from otcxr_jax.training.distributed import print0
 from otcxr_jax.training.progress import format_duration
 
 
@@ -47,8 +48,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   sources = {k: datasets.split_source(config, split) for k, split in _splits(config).items()}
   class_names = datasets.class_names(config)
-  print(f"[demo] extracting features: " +
-        ", ".join(f"{k} {len(v):,}" for k, v in sources.items()), flush=True)
+  print0(f"[demo] extracting features: " +
+         ", ".join(f"{k} {len(v):,}" for k, v in sources.items()))
   random_model = pretrain.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
   feats = {
       "OTCXR": probe_features(config, model.encoder, sources),
@@ -66,14 +67,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          for k, src in sources.items()}
   probes = {}
   for name, f in feats.items():
-    print(f"[demo] linear probe: {name} ({f['train'][0].shape[1]} features)", flush=True)
+    print0(f"[demo] linear probe: {name} ({f['train'][0].shape[1]} features)")
     probes[name] = linear_probe.run(
         f, workdir=workdir / "probes", name=name.replace(" ", "_").replace(",", ""),
         weight_decays=config.probe.weight_decays, num_steps=config.probe.num_steps,
         batch_size=config.probe.batch_size, learning_rate=config.probe.learning_rate,
         seed=config.seed)
-    print(f"[demo] {name}: validation mean AUC {probes[name].val_auc:.3f}, "
-          f"test mean AUC {probes[name].test_auc:.3f}", flush=True)
+    print0(f"[demo] {name}: validation mean AUC {probes[name].val_auc:.3f}, "
+           f"test mean AUC {probes[name].test_auc:.3f}")
 
   test_labels = feats["OTCXR"]["test"][1]
   summary = {
@@ -98,9 +99,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
     report.write_demo_report(workdir, config=config, result=result, history=pre.history,
                              probes=probes, class_names=class_names, pairs=pairs)
-  print(f"[demo] done in {format_duration(time.time() - start)}: test mean AUC " +
-        ", ".join(f"{k} {p.test_auc:.3f}" for k, p in probes.items()) +
-        f"; report: {workdir / 'report.md'}", flush=True)
+  print0(f"[demo] done in {format_duration(time.time() - start)}: test mean AUC " +
+         ", ".join(f"{k} {p.test_auc:.3f}" for k, p in probes.items()) +
+         f"; report: {workdir / 'report.md'}")
   return result
 
 

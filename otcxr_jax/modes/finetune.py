@@ -53,6 +53,7 @@ from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = classifier.RUN_NAME
 LABEL_FRACTIONS = {"train_1pct": 0.01, "train_10pct": 0.1, "train": 1.0}
@@ -158,16 +159,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              mesh=mesh)
   hook = selection.BestStateHook(workdir, RUN_NAME, validation_evaluator(scorer, validation),
                                  metric=SELECTION_METRIC, patience=f.patience)
-  print(f"[{RUN_NAME}] {config.model.encoder} ({models.count_params(model):,} parameters), "
-        f"{', '.join(f'{k} {v}' for k, v in origin.items())}; {len(train):,} training images "
-        f"({f.split}), batch {f.batch_size}, {f.num_steps} steps, learning rates encoder "
-        f"{f.encoder_learning_rate:g} / head {f.head_learning_rate:g}, on {jax.device_count()} "
-        f"device(s)", flush=True)
+  print0(f"[{RUN_NAME}] {config.model.encoder} ({models.count_params(model):,} parameters), "
+         f"{', '.join(f'{k} {v}' for k, v in origin.items())}; {len(train):,} training images "
+         f"({f.split}), batch {f.batch_size}, {f.num_steps} steps, learning rates encoder "
+         f"{f.encoder_learning_rate:g} / head {f.head_learning_rate:g}, on {jax.device_count()} "
+         f"device(s)")
 
   rng = jax.random.key_data(jax.random.key(config.seed + 2))
   if hook.done:  # an earlier run of this workdir stopped early: nothing left to train
-    print(f"[{RUN_NAME}] stopped early before (best step {hook.record.best_step}); evaluating "
-          f"its selected state", flush=True)
+    print0(f"[{RUN_NAME}] stopped early before (best step {hook.record.best_step}); evaluating "
+           f"its selected state")
     graphdef, state = state_lib.create_train_state(model, tx, rng)
     state = sharding.replicate(state, mesh)
   else:
@@ -208,7 +209,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   path = summary.write_metrics(workdir, out)
   score_files.save_scores(workdir, labels, scores, class_names)
-  print(f"[{RUN_NAME}] {origin['init']} encoder, {f.split}: best validation mean AUC "
-        f"{record.best_value:.3f} at step {record.best_step}\n"
-        f"{summary.auc_table({'test': test_summary})}\n[{RUN_NAME}] metrics: {path}", flush=True)
+  print0(f"[{RUN_NAME}] {origin['init']} encoder, {f.split}: best validation mean AUC "
+         f"{record.best_value:.3f} at step {record.best_step}\n"
+         f"{summary.auc_table({'test': test_summary})}\n[{RUN_NAME}] metrics: {path}")
   return out

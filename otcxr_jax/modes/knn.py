@@ -17,6 +17,7 @@ from etils import epath
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import checkpoints, knn, summary
 from otcxr_jax.modes import linear_probe
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "knn"
 
@@ -25,8 +26,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
   encoder, origin = checkpoints.probe_encoder(config, workdir)
-  print(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
-        ", ".join(f"{k} {v}" for k, v in origin.items()), flush=True)
+  print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
+         ", ".join(f"{k} {v}" for k, v in origin.items()))
   feats = linear_probe.frozen_features(config, encoder, run_name=RUN_NAME)
   bank_x, bank_y = feats["train"]
   if config.knn.k > len(bank_x):
@@ -52,7 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
   path = summary.write_metrics(workdir, result)
-  print(f"[{RUN_NAME}] {origin['init']} encoder, k={config.knn.k}, "
-        f"T={config.knn.temperature:g}:\n{summary.auc_table(splits)}\n"
-        f"[{RUN_NAME}] metrics: {path}", flush=True)
+  print0(f"[{RUN_NAME}] {origin['init']} encoder, k={config.knn.k}, "
+         f"T={config.knn.temperature:g}:\n{summary.auc_table(splits)}\n"
+         f"[{RUN_NAME}] metrics: {path}")
   return result

@@ -21,6 +21,7 @@ from flax import nnx
 
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import checkpoints, features, linear_probe, score_files, summary
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "linear_probe"
 
@@ -35,8 +36,8 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
   for name, split in splits.items():
     out[name] = features.extract(fn, datasets.split_source(config, split),
                                  batch_size=config.probe.batch_size)
-  print(f"[{run_name}] features: " +
-        ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()), flush=True)
+  print0(f"[{run_name}] features: " +
+         ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))
   return out
 
 
@@ -44,8 +45,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
   encoder, origin = checkpoints.probe_encoder(config, workdir)
-  print(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
-        ", ".join(f"{k} {v}" for k, v in origin.items()), flush=True)
+  print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
+         ", ".join(f"{k} {v}" for k, v in origin.items()))
   feats = frozen_features(config, encoder)
   p = config.probe
   probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
@@ -68,7 +69,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   path = summary.write_metrics(workdir, result)
   score_files.save_scores(workdir, feats["test"][1], probe.test_scores, class_names)
-  print(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
-        f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"
-        f"[{RUN_NAME}] metrics: {path}", flush=True)
+  print0(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
+         f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"
+         f"[{RUN_NAME}] metrics: {path}")
   return result

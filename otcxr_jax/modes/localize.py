@@ -58,6 +58,7 @@ from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "localize"
 FIGURE_FILE = "localize_examples.png"
@@ -370,8 +371,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   data = images_with_boxes(datasets.split_source(config, config.data.test_split))
   instances = localization.instances(data.boxes, data.box_labels, size)
   chosen = example_indices(instances, l.num_examples)
-  print(f"[{RUN_NAME}] {len(data.images)} images of {config.data.test_split!r} with boxes, "
-        f"{len(instances)} finding instances; methods {', '.join(l.methods)}", flush=True)
+  print0(f"[{RUN_NAME}] {len(data.images)} images of {config.data.test_split!r} with boxes, "
+         f"{len(instances)} finding instances; methods {', '.join(l.methods)}")
 
   results, origins = {}, {}
   for methods, fn, origin in _heatmap_sources(config, workdir):
@@ -403,7 +404,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "devices": f"1 x {jax.devices()[0].device_kind}",
   }
   path = summary.write_metrics(workdir, out)
-  print(f"[{RUN_NAME}]\n{table(out)}\n[{RUN_NAME}] metrics: {path}", flush=True)
+  print0(f"[{RUN_NAME}]\n{table(out)}\n[{RUN_NAME}] metrics: {path}")
   return out
 
 

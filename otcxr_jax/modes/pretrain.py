@@ -23,6 +23,7 @@ from otcxr_jax.data import pipeline
 from otcxr_jax.modes import pretrain_methods
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import loop, optim
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "pretrain"
 
@@ -132,10 +133,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
       process_count=jax.process_count(), num_threads=config.data.num_threads)
   tx, schedule = make_optimizer(config)
   model = build_model(config, nnx.Rngs(config.seed))
-  print(f"[{RUN_NAME}] {config.method}, {config.model.encoder} "
-        f"({models.count_params(model.encoder):,} encoder parameters), {len(source):,} training "
-        f"images, batch {config.train.batch_size}, {config.train.num_steps} steps on "
-        f"{jax.device_count()} device(s)", flush=True)
+  print0(f"[{RUN_NAME}] {config.method}, {config.model.encoder} "
+         f"({models.count_params(model.encoder):,} encoder parameters), {len(source):,} training "
+         f"images, batch {config.train.batch_size}, {config.train.num_steps} steps on "
+         f"{jax.device_count()} device(s)")
   rng = jax.random.key_data(jax.random.key(config.seed + 1))
   return loop.run(name=RUN_NAME, workdir=workdir, model=model, loss_fn=make_loss_fn(config),
                   tx=tx, batches=batches, global_batch_size=config.train.batch_size,

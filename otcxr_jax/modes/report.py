@@ -8,6 +8,7 @@ import ml_collections
 from etils import epath
 
 from otcxr_jax import report
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "report"
 
@@ -16,5 +17,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   path = epath.Path(workdir) / "report.md"
   if jax.process_index() == 0:
     path = report.write_report(tuple(config.report.workdirs), workdir)
-  print(f"[{RUN_NAME}] {path}", flush=True)
+  print0(f"[{RUN_NAME}] {path}")
   return path

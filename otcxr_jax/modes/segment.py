@@ -36,13 +36,14 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import checkpoints, metrics, summary
+from otcxr_jax.evaluation import checkpoints, features, metrics, summary
 from otcxr_jax.models import decoder as decoder_lib
 from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib
 from otcxr_jax.training import state as state_lib
+from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "segment"
 SELECTION_METRICS = ("dice_all", "dice_positive")
@@ -199,18 +200,11 @@ class Predictor:
       self._fn = jax.jit(functools.partial(_predict, graphdef, size=self._size,
                                            threshold=self._threshold))
     state = shard_lib.replicate(state, self._mesh)
-    predicted, reference, ids = [], [], []
-    for batch, valid in pipeline.eval_batches(
-        source, batch_size=self._batch_size,
-        transform=pipeline.select_keys(["image", "mask", "image_id"]),
-        process_index=jax.process_index(), process_count=jax.process_count()):
-      ids.append(batch.pop("image_id")[valid])
-      batch = shard_lib.to_global(batch, self._mesh)
-      pred, true = jax.device_get(self._fn(state, batch["image"], batch["mask"]))
-      predicted.append(np.asarray(pred)[valid])
-      reference.append(np.asarray(true)[valid])
-    return (np.concatenate(predicted), np.concatenate(reference),
-            np.concatenate(ids).astype(str))
+    (predicted, reference), fields = features.map_split(
+        lambda batch: self._fn(state, batch["image"], batch["mask"]), source,
+        batch_size=self._batch_size, keys=("image", "mask"), host_keys=("image_id",),
+        mesh=self._mesh, field="segment.batch_size")
+    return predicted, reference, fields["image_id"].astype(str)
 
 
 def _num(x: float) -> float | None:
@@ -276,16 +270,16 @@ def _train(config, workdir: epath.Path, model, hook: selection.BestStateHook, me
     graphdef, state = state_lib.create_train_state(model, tx, rng)
     state = shard_lib.replicate(state, mesh)
     steps = hook.record.evaluations[-1]["step"]  # it stopped right after this evaluation
-    print(f"[{name}] stopped early at step {steps} before (best step "
-          f"{hook.record.best_step}); evaluating only", flush=True)
+    print0(f"[{name}] stopped early at step {steps} before (best step "
+           f"{hook.record.best_step}); evaluating only")
   else:
     source = datasets.split_source(config, s.split)
     batches = pipeline.train_iterator(
         source, global_batch_size=s.batch_size, seed=config.seed,
         transform=pipeline.select_keys(["image", "mask"]), process_index=jax.process_index(),
         process_count=jax.process_count(), num_threads=config.data.num_threads)
-    print(f"[{name}] {len(source):,} training images ({s.split}), batch {s.batch_size}, "
-          f"{s.num_steps} steps, validation every {s.eval_every}", flush=True)
+    print0(f"[{name}] {len(source):,} training images ({s.split}), batch {s.batch_size}, "
+           f"{s.num_steps} steps, validation every {s.eval_every}")
     result = loop.run(name=name, workdir=workdir, model=model, loss_fn=make_loss_fn(config),
                       tx=tx, batches=batches, global_batch_size=s.batch_size,
                       config=loop_config(config), rng=rng, mesh=mesh, schedule=schedule,
@@ -308,9 +302,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   encoder, origin = checkpoints.probe_encoder(config, workdir)
   model = build_model(config, encoder)
   name = f"{RUN_NAME}_{origin['init']}"
-  print(f"[{name}] encoder {config.model.encoder}: " +
-        ", ".join(f"{k} {v}" for k, v in origin.items()) +
-        f"; decoder levels at strides {model.decoder.strides}", flush=True)
+  print0(f"[{name}] encoder {config.model.encoder}: " +
+         ", ".join(f"{k} {v}" for k, v in origin.items()) +
+         f"; decoder levels at strides {model.decoder.strides}")
 
   val_source = datasets.split_source(config, config.data.val_split)
   if s.selection_metric == "dice_positive":
@@ -365,9 +359,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   }
   path = summary.write_metrics(workdir, result)
   fmt = lambda v: "undefined" if v is None else f"{v:.3f}"
-  print(f"[{name}] best step {hook.record.best_step} (validation {s.selection_metric} "
-        f"{fmt(result['validation'][s.selection_metric])}); test Dice all images "
-        f"{fmt(test['dice_all'])} ({test['num_images']}), positive images "
-        f"{fmt(test['dice_positive'])} ({test['num_positive']})\n[{name}] metrics: {path}",
-        flush=True)
+  print0(f"[{name}] best step {hook.record.best_step} (validation {s.selection_metric} "
+         f"{fmt(result['validation'][s.selection_metric])}); test Dice all images "
+         f"{fmt(test['dice_all'])} ({test['num_images']}), positive images "
+         f"{fmt(test['dice_positive'])} ({test['num_positive']})\n[{name}] metrics: {path}",
+         flush=True)
   return result

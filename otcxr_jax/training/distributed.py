@@ -20,6 +20,8 @@ Where the coordinates come from, first match wins for each of the three:
 
 With none of them (a laptop, one GPU, Colab) the run stays single-process and nothing is
 initialised; ``num_processes=1`` forces that even inside a cluster.
+
+Console lines that would otherwise repeat once per host go through :func:`print0`.
 """
 
 from __future__ import annotations
@@ -124,6 +126,19 @@ def slurm_local_device_ids(environ: Mapping[str, str]) -> list[int] | None:
   if not visible or re.fullmatch(r"1(\(x\d+\))?", per_node.strip()) is None:
     return None
   return list(range(len(visible.split(","))))
+
+
+def is_main() -> bool:
+  """Whether this is process 0: the one that prints run-level lines and writes shared files."""
+  return jax.process_index() == 0
+
+
+def print0(*args: object, **kwargs) -> None:
+  """``print`` on process 0 only (flushed unless ``flush=False``): one line per run, not per
+  host."""
+  if is_main():
+    kwargs.setdefault("flush", True)
+    print(*args, **kwargs)
 
 
 def initialize(config: ml_collections.ConfigDict,

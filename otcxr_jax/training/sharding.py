@@ -5,7 +5,7 @@ Parameters and optimiser state are replicated; batches are split along their lea
 variance/covariance terms, loss means) are global-batch reductions: the result does not depend on
 the number of devices. Each process feeds its own slice of the global batch
 (``jax.make_array_from_process_local_data``), so the same code runs on one CPU, one GPU, or a
-multi-host TPU slice.
+multi-host TPU slice. :func:`to_host` reads results back, whole, on every process.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -80,3 +81,24 @@ def to_global(batch: Any, mesh: Mesh) -> Any:
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree of arrays replicated on every device of ``mesh``."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy copies of a pytree of arrays, whole and identical on every process.
+
+  With one process this is ``jax.device_get``. With several, ``jax.device_get`` refuses a global
+  array whose shards other processes hold (a batch-sharded output, say), so every leaf is
+  all-gathered (``multihost_utils.process_allgather(..., tiled=True)``):
+
+  * a global ``jax.Array`` (e.g. from :func:`to_global` or a sharded ``jax.jit``) comes back as
+    the whole global array;
+  * a process-local array (numpy, or a ``jax.Array`` on this process's devices only) comes back
+    as every process's copy concatenated along axis 0 in process order, which for per-process
+    batch slices is the layout of the global batch :func:`to_global` makes of them.
+
+  With several processes this is a collective: every process must call it with the same tree
+  structure, shapes and dtypes; process-local leaves need at least one axis.
+  """
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)

@@ -14,14 +14,25 @@ from etils import epath
 
 
 class MetricLog:
-  """Appends ``{"step": s, **scalars}`` records to ``<workdir>/metrics/<name>.jsonl``."""
+  """Writes ``{"step": s, **scalars}`` records to ``<workdir>/metrics/<name>.jsonl``, one a line.
+
+  Object stores (``gs://`` and the like, through ``etils.epath``) cannot append to a file, so each
+  :meth:`write` rewrites the whole file: the lines it held when the log was opened (a resumed
+  run's earlier records), then this run's. The text goes to a temporary file renamed over the log,
+  so a reader never sees it half-written. Each write costs the size of the file (a few hundred
+  bytes a record). Only process 0 writes.
+  """
 
   def __init__(self, workdir: str | epath.PathLike, name: str, *, tensorboard: bool = True):
     self._active = jax.process_index() == 0
     self.path = epath.Path(workdir) / "metrics" / f"{name}.jsonl"
+    self._tmp = self.path.with_name(f"{self.path.name}.tmp")
+    self._lines: list[str] = []
     self._tb = None
     if self._active:
       self.path.parent.mkdir(parents=True, exist_ok=True)
+      if self.path.exists():
+        self._lines = [line for line in self.path.read_text().splitlines() if line.strip()]
       if tensorboard:
         from clu import metric_writers  # imports TensorFlow: writer process only
         self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard" / name))
@@ -30,8 +41,9 @@ class MetricLog:
     if not self._active:
       return
     record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with self.path.open("a") as f:
-      f.write(json.dumps(record) + "\n")
+    self._lines.append(json.dumps(record))
+    self._tmp.write_text("".join(f"{line}\n" for line in self._lines))
+    self._tmp.replace(self.path)
     if self._tb is not None:
       self._tb.write_scalars(int(step), {k: v for k, v in record.items() if k != "step"})
 

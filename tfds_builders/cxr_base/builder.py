@@ -258,7 +258,7 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       return
     done = dataclasses.replace(self._report, splits=self._tally.result(),
                                skipped=sorted(self._skipped.values(), key=lambda s: s["image_id"]))
-    done.write(pathlib.Path(self.data_dir))
+    done.write(self.data_path)
     self.info.metadata["build_report"] = {
         "images": {name: s.images for name, s in done.splits.items()},
         "skipped": len(done.skipped), "missing": len(done.missing),

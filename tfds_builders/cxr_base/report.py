@@ -5,10 +5,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import pathlib
 import sys
 import time
 from typing import Any, Callable, Mapping
+
+from etils import epath
 
 FILENAME = "build_report.json"
 _SHOWN = 10  # skipped/missing images listed in the printed summary (all are in the JSON)
@@ -61,14 +62,15 @@ class BuildReport:
     data["splits"] = {k: SplitCounts(**v) for k, v in data["splits"].items()}
     return cls(**data)
 
-  def write(self, directory: pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(directory) / FILENAME
+  def write(self, directory: epath.PathLike) -> epath.Path:
+    """Saves ``<directory>/build_report.json`` (a local or remote directory, e.g. ``gs://``)."""
+    path = epath.Path(directory) / FILENAME
     path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
     return path
 
   @classmethod
-  def read(cls, directory: pathlib.Path) -> BuildReport:
-    return cls.from_dict(json.loads((pathlib.Path(directory) / FILENAME).read_text()))
+  def read(cls, directory: epath.PathLike) -> BuildReport:
+    return cls.from_dict(json.loads((epath.Path(directory) / FILENAME).read_text()))
 
   def summary(self) -> str:
     """A few lines for the console."""

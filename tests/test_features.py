@@ -1,0 +1,45 @@
+"""One pass over a split (``features.map_split``, ``features.extract``): every example once, in
+order, padding dropped; host fields (labels, text ids) returned as read."""
+
+import jax
+import numpy as np
+import pytest
+
+from otcxr_jax.evaluation import features
+
+
+def _records(count: int) -> list[dict]:
+  rng = np.random.default_rng(count)
+  return [{"image": rng.integers(0, 256, (4, 4, 1), dtype=np.uint8),
+           "labels": rng.integers(0, 2, (3,)).astype(np.float32),
+           "image_id": f"img{i}" + "x" * (i % 3)} for i in range(count)]
+
+
+@pytest.mark.parametrize("count", [1, 4, 11])  # fewer than a batch, one batch, a padded last one
+def test_map_split_returns_every_example_once_in_order(count):
+  records = _records(count)
+  (brightness, doubled), fields = features.map_split(
+      lambda b: (b["image"].astype(np.float32).mean(axis=(1, 2, 3)), 2 * b["labels"]), records,
+      batch_size=4, keys=("image", "labels"), host_keys=("image_id", "labels"))
+  np.testing.assert_allclose(brightness, [r["image"].mean() for r in records], rtol=1e-6)
+  np.testing.assert_array_equal(doubled, [2 * r["labels"] for r in records])
+  np.testing.assert_array_equal(fields["labels"], [r["labels"] for r in records])
+  assert fields["image_id"].tolist() == [r["image_id"] for r in records]
+
+
+def test_extract_returns_features_and_labels_in_order():
+  records = _records(7)
+  fn = jax.jit(lambda images: images.reshape(images.shape[0], -1)[:, :5].astype(np.float32))
+  feats, labels = features.extract(fn, records, batch_size=4)
+  assert feats.dtype == labels.dtype == np.float32
+  np.testing.assert_array_equal(feats, [r["image"].reshape(-1)[:5] for r in records])
+  np.testing.assert_array_equal(labels, [r["labels"] for r in records])
+
+
+def test_map_split_refuses_an_empty_source_and_an_unsplittable_batch():
+  with pytest.raises(ValueError, match="source is empty"):
+    features.map_split(lambda b: b["image"], [], batch_size=4, keys=("image",))
+  with pytest.raises(ValueError, match=r"config.segment.batch_size=6 must be divisible by the "
+                                       r"number of devices \(4\)"):
+    features.map_split(lambda b: b["image"], _records(3), batch_size=6, keys=("image",),
+                       field="segment.batch_size")
