@@ -135,6 +135,7 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
     module.run(c, str(workdir))
     result = json.loads((workdir / "metrics.json").read_text())
     assert result["mode"] == mode and result["init"] == init
+    assert result["dataset"] == f"{c.data.name}/{c.data.config}"
     n_test = len(datasets.split_source(c, c.data.test_split))
     _check_summary(result["test"], class_names, n_test)
     if mode == "knn":

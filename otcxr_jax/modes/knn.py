@@ -43,6 +43,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     splits[split] = summary.auc_summary(y, scores, class_names, seed=config.seed)
   result = {
       "mode": RUN_NAME,
+      "dataset": f"{config.data.name}/{config.data.config}",
       **origin,
       "encoder": config.model.encoder,
       "k": config.knn.k,

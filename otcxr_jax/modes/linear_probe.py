@@ -57,6 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   test = summary.auc_summary(feats["test"][1], probe.test_scores, class_names, seed=config.seed)
   result = {
       "mode": RUN_NAME,
+      "dataset": f"{config.data.name}/{config.data.config}",
       **origin,
       "encoder": config.model.encoder,
       "weight_decay": probe.weight_decay,
