@@ -8,3 +8,23 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
+
+
+import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shared_compilation(tmp_path_factory):
+  """A persistent compilation cache for one test module whose runs compile the same train and
+  scoring steps (each is compiled once); the previous settings are restored afterwards. Use
+  with ``pytestmark = pytest.mark.usefixtures("shared_compilation")``."""
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  yield
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+  compilation_cache.reset_cache()

@@ -10,7 +10,6 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.experimental.compilation_cache import compilation_cache
 
 from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
@@ -23,19 +22,8 @@ from tests.tiny import tiny_config
 PATIENTS = 300
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilation(tmp_path_factory):
-  """The runs of this module compile the same train and scoring steps: a persistent compilation
-  cache, for this module only, compiles each once."""
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-  compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  yield
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-  compilation_cache.reset_cache()
+# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import json
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 from PIL import Image
 
 from builders import dicom_writer
@@ -17,18 +16,8 @@ from otcxr_jax.modes import finetune
 from tests.tiny import tiny_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_compilation(tmp_path_factory):
-  """A persistent compilation cache for this module (the scorer compiles once per batch shape)."""
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-  compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  yield
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-  compilation_cache.reset_cache()
+# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
 
-def _save(fig, path) -> str:
+def save_figure(fig, path: epath.PathLike) -> str:
+  """Writes ``fig`` as a PNG to ``path`` (local or remote, through epath), closes it, returns
+  the file name (what reports link to)."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   with path.open("wb") as f:
@@ -35,7 +37,7 @@ def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str],
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def auc_bars(class_names: Sequence[str], per_class: Mapping[str, np.ndarray], path,
@@ -56,7 +58,7 @@ def auc_bars(class_names: Sequence[str], per_class: Mapping[str, np.ndarray], pa
   ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def _cell_centres(grid: tuple[int, int], size: int) -> np.ndarray:
@@ -89,7 +91,7 @@ def correspondences(views_s: np.ndarray, views_t: np.ndarray, plans: np.ndarray,
                  f"{100 * share:.0f}% of the mass (uniform: {100 * top_k / plan.size:.0f}%)",
                  fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def attention_maps(views_s: np.ndarray, views_t: np.ndarray, attention: np.ndarray,
@@ -114,4 +116,4 @@ def attention_maps(views_s: np.ndarray, views_t: np.ndarray, attention: np.ndarr
     for ax in axes[row]:
       ax.set_axis_off()
   fig.tight_layout()
-  return _save(fig, path)
+  return save_figure(fig, path)

@@ -10,18 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from etils import epath  # noqa: E402
 
-from otcxr_jax.evaluation import metrics  # noqa: E402
-
-
-def _save(fig, path: epath.PathLike) -> str:
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:
-    fig.savefig(f, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path.name
+from otcxr_jax.evaluation import metrics, plots  # noqa: E402
 
 
 def roc_curves(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path,
@@ -40,7 +30,7 @@ def roc_curves(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=6, loc="lower right")
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save_figure(fig, path)
 
 
 def label_fraction_curves(curves: Mapping[str, Sequence[tuple[float, float, tuple | None]]],
@@ -66,7 +56,7 @@ def label_fraction_curves(curves: Mapping[str, Sequence[tuple[float, float, tupl
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save_figure(fig, path)
 
 
 def dice_bars(runs: Mapping[str, tuple[float | None, float | None]], path) -> str:
@@ -83,4 +73,4 @@ def dice_bars(runs: Mapping[str, tuple[float | None, float | None]], path) -> st
   ax.set_title("Segmentation", fontsize=9)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  return _save(fig, path)
+  return plots.save_figure(fig, path)

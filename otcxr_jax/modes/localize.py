@@ -53,7 +53,7 @@ from flax import nnx
 
 from otcxr_jax import models
 from otcxr_jax.data import augment, datasets
-from otcxr_jax.evaluation import checkpoints, classifier, localization, summary
+from otcxr_jax.evaluation import checkpoints, classifier, localization, plots, summary
 from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
@@ -323,11 +323,7 @@ def plot_examples(data: BoxedImages, instances: list[localization.Instance],
       ax.set_title(title, fontsize=7)
       ax.set_axis_off()
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:
-    fig.savefig(f, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path.name
+  return plots.save_figure(fig, path)
 
 
 def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path

@@ -36,7 +36,7 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import checkpoints, features, metrics, summary
+from otcxr_jax.evaluation import checkpoints, features, metrics, plots, summary
 from otcxr_jax.models import decoder as decoder_lib
 from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import segmentation as seg_loss
@@ -236,11 +236,7 @@ def plot_examples(source, indices: list[int], predicted: np.ndarray, reference: 
       ax.set_title(title, fontsize=8)
       ax.set_axis_off()
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:
-    fig.savefig(f, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path.name
+  return plots.save_figure(fig, path)
 
 
 def _example_indices(reference: np.ndarray, count: int) -> list[int]:
