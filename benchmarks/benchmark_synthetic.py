@@ -54,20 +54,20 @@ from otcxr_jax.training import writers  # noqa: E402
 DEFAULT_CONFIG = str(step_timing.REPO_ROOT / "configs" / "benchmark_synthetic.py")
 
 
-def _copy(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def copy_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """An unlocked deep copy (its fields stay typed: a misspelt update is still refused)."""
   out = pickle.loads(pickle.dumps(config))
   out.unlock()
   return out
 
 
-def _update(config: ml_collections.ConfigDict, overrides, where: str) -> None:
+def apply_overrides(config: ml_collections.ConfigDict, overrides, where: str) -> None:
   """Sets the nested ``overrides`` on existing fields of ``config``; a new field is an error."""
   for key, value in overrides.items():
     if key not in config:
       raise ValueError(f"{where}.{key}: no such config field.")
     if isinstance(value, (Mapping, ml_collections.ConfigDict)):
-      _update(config[key], value, f"{where}.{key}")
+      apply_overrides(config[key], value, f"{where}.{key}")
     else:
       config[key] = value
 
@@ -76,11 +76,21 @@ def run_config(config: ml_collections.ConfigDict, run: str, seed: int
                ) -> ml_collections.ConfigDict:
   """The validated pretraining config of ``run`` at ``seed``: the shared config plus the run's
   fields (``config.benchmark_runs.<run>``)."""
-  c = _copy(config)
-  _update(c, config.benchmark_runs[run], f"config.benchmark_runs.{run}")
+  c = copy_config(config)
+  apply_overrides(c, config.benchmark_runs[run], f"config.benchmark_runs.{run}")
   c.mode = "pretrain"
   c.seed = seed
   config_lib.validate(c)
+  return c
+
+
+def reference_config(config: ml_collections.ConfigDict, row: str) -> ml_collections.ConfigDict:
+  """The config of reference ``row``: the shared config, plus ``benchmark.supervised_fields``
+  for ``supervised`` (training from scratch wants other rates than fine-tuning)."""
+  c = copy_config(config)
+  if row == "supervised":
+    apply_overrides(c, config.benchmark.get("supervised_fields") or {},
+                    "config.benchmark.supervised_fields")
   return c
 
 
@@ -89,7 +99,7 @@ def evaluation_config(config: ml_collections.ConfigDict, evaluation: str,
   """The validated config of ``evaluation`` of the encoder pretrained by ``config`` into
   ``checkpoint_dir`` (None: the encoder at initialisation)."""
   e = EVALUATIONS[evaluation]
-  c = _copy(config)
+  c = copy_config(config)
   c.mode = e.mode
   init = "random" if checkpoint_dir is None else "pretrained"
   if e.finetune_split is not None:
@@ -125,10 +135,22 @@ def check(config: ml_collections.ConfigDict) -> None:
     if unknown:
       raise ValueError(f"config.benchmark.{field} names {unknown}: expected names from "
                        f"{known}.")
+  all_rows = tuple(config.benchmark_runs) + REFERENCES
+  for evaluation, limited in (b.get("evaluation_rows") or {}).items():
+    if evaluation not in EVALUATIONS:
+      raise ValueError(f"config.benchmark.evaluation_rows.{evaluation}: no such evaluation; "
+                       f"expected names from {tuple(EVALUATIONS)}.")
+    if isinstance(limited, str) or not all(isinstance(r, str) for r in limited):
+      raise ValueError(f"config.benchmark.evaluation_rows.{evaluation}={limited!r}: expected a "
+                       f"tuple of row names.")
+    unknown = [r for r in limited if r not in all_rows]
+    if unknown:
+      raise ValueError(f"config.benchmark.evaluation_rows.{evaluation} names {unknown}: "
+                       f"expected names from {all_rows}.")
   config_lib.validate(config)
   for row, e in synthetic_report.layout(config):
     if row in REFERENCES:
-      evaluation_config(config, e, None)
+      evaluation_config(reference_config(config, row), e, None)
     else:
       evaluation_config(run_config(config, row, 0), e, "<checkpoint_dir>")
 
@@ -171,7 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> epath.
       for row, evaluations in by_row.items():
         directory = workdir / "runs" / row / f"seed{seed}"
         if row in REFERENCES:
-          cfg, checkpoint_dir = _copy(config), None
+          cfg, checkpoint_dir = reference_config(config, row), None
           cfg.seed = seed
         else:
           cfg = run_config(config, row, seed)

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
 from benchmarks import step_timing  # noqa: E402
+from otcxr_jax.evaluation import plots  # noqa: E402
 from otcxr_jax.evaluation import report as report_lib  # noqa: E402
 
 METRICS_FILE = "metrics.json"
@@ -74,13 +75,21 @@ def rows(config: ml_collections.ConfigDict) -> list[str]:
   return list(config.benchmark.runs) + list(config.benchmark.references)
 
 
+def evaluated(config: ml_collections.ConfigDict, row: str, evaluation: str) -> bool:
+  """Whether ``evaluation`` runs on ``row``: every row, unless ``benchmark.evaluation_rows``
+  names the rows it is limited to."""
+  limited = config.benchmark.get("evaluation_rows") or {}
+  return evaluation not in limited or row in limited[evaluation]
+
+
 def layout(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   """``[(row, evaluation), ...]`` the benchmark runs: modes missing from the checkout left out."""
   out = []
   for row in rows(config):
     evaluations = ([SUPERVISED_EVALUATION] if row == "supervised"
                    else list(config.benchmark.evaluations))
-    out += [(row, e) for e in evaluations if mode_available(EVALUATIONS[e].mode)]
+    out += [(row, e) for e in evaluations
+            if mode_available(EVALUATIONS[e].mode) and evaluated(config, row, e)]
   return out
 
 
@@ -97,12 +106,14 @@ class Table:
     columns: column names in table order.
     values: ``values[row][column]``: one float per seed read (NaN where undefined).
     sources: the ``metrics.json`` paths read.
+    not_run: ``(row, column)`` cells whose evaluation the config does not run on that row.
   """
 
   rows: list[str]
   columns: list[str]
   values: dict[str, dict[str, list[float]]]
   sources: list[str]
+  not_run: frozenset[tuple[str, str]] = frozenset()
 
   def stats(self, row: str, column: str) -> tuple[float, float, int]:
     """``(mean, sample std, n)`` over the defined values (std NaN for n < 2; all NaN for 0)."""
@@ -135,7 +146,10 @@ def collect(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table:
       for column, read in EVALUATIONS[e].columns.items():
         value = read(metrics)
         values[row].setdefault(column, []).append(math.nan if value is None else float(value))
-  return Table(rows=rows(config), columns=columns, values=values, sources=sources)
+  ran = {(row, c) for row, e in steps for c in EVALUATIONS[e].columns}
+  not_run = frozenset((r, c) for r in rows(config) for c in columns if (r, c) not in ran)
+  return Table(rows=rows(config), columns=columns, values=values, sources=sources,
+               not_run=not_run)
 
 
 def format_cell(mean: float, std: float, n: int, seeds: int) -> str:
@@ -153,6 +167,9 @@ def markdown_results(table: Table, seeds: int) -> str:
   for row in table.rows:
     cells = [row]
     for column in table.columns:
+      if (row, column) in table.not_run:
+        cells.append("–")
+        continue
       mean, std, n = table.stats(row, column)
       text = format_cell(mean, std, n, seeds)
       cells.append(f"**{text}**" if n and mean == table.best(column) else text)
@@ -178,11 +195,7 @@ def bar_chart(names: Sequence[str], means: Sequence[float], stds: Sequence[float
   ax.set_title(title)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with path.open("wb") as f:
-    fig.savefig(f, dpi=110)
-  plt.close(fig)
-  return path.name
+  return plots.save_figure(fig, path)
 
 
 def timed_runs(config: ml_collections.ConfigDict) -> list[str]:
@@ -230,6 +243,21 @@ def markdown_runtime(timings: Mapping[str, Mapping[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def runtime_plots(timings: Mapping[str, Mapping[str, Any]], directory: epath.Path) -> list[str]:
+  """Bar charts of seconds per step and peak memory per run in ``directory``; returns their
+  markdown image links (relative to ``directory``'s parent)."""
+  links = []
+  if not timings:
+    return links
+  for key, label, scale in (("seconds_per_step", "seconds per step", 1.0),
+                            ("peak_memory_bytes", "peak memory (MiB)", 2.0**-20)):
+    name = bar_chart(list(timings), [t[key] * scale for t in timings.values()],
+                     [math.nan] * len(timings), directory / f"runtime_{_slug(label)}.png",
+                     title=label)
+    links.append(f"![{label}]({directory.name}/{name})")
+  return links
+
+
 def _flat(overrides, prefix: str = "") -> list[str]:
   """```a.b=value``` for every leaf of nested overrides."""
   out = []
@@ -249,20 +277,14 @@ def write_report(config: ml_collections.ConfigDict, workdir: epath.Path,
   """
   table = collect(config, workdir)
   seeds = config.benchmark.seeds
-  plots = []
+  figures = []
   for column in table.columns:
     stats = [table.stats(row, column) for row in table.rows]
     name = bar_chart(table.rows, [s[0] for s in stats], [s[1] for s in stats],
                      workdir / "plots" / f"{_slug(column)}.png", title=f"{column} (test)")
-    plots.append(f"![{column}](plots/{name})")
+    figures.append(f"![{column}](plots/{name})")
   timings = read_timings(config, workdir)
-  if timings:
-    for key, label, scale in (("seconds_per_step", "seconds per step", 1.0),
-                              ("peak_memory_bytes", "peak memory (MiB)", 2.0**-20)):
-      name = bar_chart(list(timings), [t[key] * scale for t in timings.values()],
-                       [math.nan] * len(timings), workdir / "plots" / f"runtime_{_slug(label)}.png",
-                       title=label)
-      plots.append(f"![{label}](plots/{name})")
+  figures += runtime_plots(timings, workdir / "plots")
   c = config
   definitions = [[run, ", ".join(_flat(c.benchmark_runs[run])) or "(the shared config)"]
                  for run in c.benchmark.runs]
@@ -285,13 +307,14 @@ def write_report(config: ml_collections.ConfigDict, workdir: epath.Path,
 ## Results (test split)
 
 Mean ± sample standard deviation over the seeds (one seed: its value; `(n=…)`: fewer seeds gave
-a defined value; `n/a`: undefined); the best mean of each column in bold. `random_init`: the
+a defined value; `n/a`: undefined; `–`: not run on that row, see `benchmark.evaluation_rows`);
+the best mean of each column in bold. `random_init`: the
 encoder at initialisation; `supervised`: fine-tuned from random initialisation on 100% of the
 labels.
 
 {markdown_results(table, seeds)}
 
-{not_run}{newline.join(plots)}
+{not_run}{newline.join(figures)}
 
 ## Runtime
 

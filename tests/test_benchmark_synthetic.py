@@ -13,6 +13,7 @@ RUNS = ("otcxr", "vicreg", "otcxr_location_mse")
 ROWS = RUNS + ("random_init",)
 TIMED = ("otcxr", "vicreg")
 COLUMNS = {"linear probe AUC": "linear_probe", "kNN AUC": "knn"}
+KNN_ROWS = ("otcxr", "random_init")  # benchmark.evaluation_rows: kNN of these rows only
 
 
 def _config(data_dir):
@@ -21,6 +22,7 @@ def _config(data_dir):
   c.benchmark.runs = RUNS
   c.benchmark.references = ("random_init",)
   c.benchmark.evaluations = ("linear_probe", "knn")
+  c.benchmark.evaluation_rows = {"knn": KNN_ROWS, "segment": ("vicreg",)}  # segment: not run
   c.benchmark.timed_runs = TIMED
   c.lock()
   return c
@@ -58,7 +60,11 @@ def test_results_table_matches_the_metrics_files(benchmark):
   assert header == ["run", *COLUMNS]
   assert list(rows) == list(ROWS)
   for j, (column, evaluation) in enumerate(COLUMNS.items()):
-    expected = {row: _test_mean_auc(workdir, row, evaluation) for row in ROWS}
+    limited = KNN_ROWS if evaluation == "knn" else ROWS
+    for row in set(ROWS) - set(limited):
+      assert rows[row][j] == "–", (row, column)
+      assert not (workdir / "runs" / row / "seed0" / evaluation).exists()
+    expected = {row: _test_mean_auc(workdir, row, evaluation) for row in limited}
     defined = [v for v in expected.values() if v is not None]
     best = max(defined)
     for row, value in expected.items():
@@ -111,14 +117,29 @@ def test_rerun_skips_finished_steps_and_redoes_a_missing_one(benchmark):
   config, workdir, report = benchmark
   files = sorted(workdir.glob("runs/*/seed0/*/metrics.json")) + sorted(
       workdir.glob("timing/*.json"))
-  assert len(files) == len(RUNS) * 3 + 2 + len(TIMED)  # pretraining, 2 evaluations; reference
-  redo = workdir / "runs" / "vicreg" / "seed0" / "knn" / "metrics.json"
+  # pretraining and linear probe of each run, the reference's probe, kNN of KNN_ROWS, timings
+  assert len(files) == len(RUNS) * 2 + 1 + len(KNN_ROWS) + len(TIMED)
+  redo = workdir / "runs" / "otcxr" / "seed0" / "knn" / "metrics.json"
   before = {f: f.stat().st_mtime_ns for f in files if f != redo}
   redo.unlink()
   benchmark_synthetic.run(config, workdir)
   assert {f: f.stat().st_mtime_ns for f in before} == before
   assert redo.exists()
   assert "vicreg" in report.read_text()
+
+
+def test_supervised_reference_gets_its_own_fields(tmp_path):
+  config = _config(tmp_path)
+  supervised = benchmark_synthetic.reference_config(config, "supervised")
+  assert supervised.finetune.encoder_learning_rate == 1e-3
+  assert config.finetune.encoder_learning_rate == 1e-4  # the shared config is left alone
+  assert benchmark_synthetic.reference_config(config, "random_init").finetune.to_dict() == (
+      config.finetune.to_dict())
+  with config.unlocked():
+    config.benchmark.supervised_fields = {"finetune": {"encoder_lr": 1e-3}}
+    config.benchmark.references = ("supervised",)
+  with pytest.raises(ValueError, match=r"supervised_fields\.finetune\.encoder_lr"):
+    benchmark_synthetic.check(config)
 
 
 def test_bad_benchmark_fields_are_refused(tmp_path):
@@ -143,6 +164,16 @@ def test_bad_benchmark_fields_are_refused(tmp_path):
   with config.unlocked():
     config.benchmark.timed_runs = ("byol",)
   with pytest.raises(ValueError, match=r"config\.benchmark\.timed_runs names \['byol'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"knn": ("otcxr", "vicregg")}
+  with pytest.raises(ValueError, match=r"evaluation_rows\.knn names \['vicregg'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"probe": ("otcxr",)}
+  with pytest.raises(ValueError, match=r"evaluation_rows\.probe: no such evaluation"):
     benchmark_synthetic.check(config)
 
 
