@@ -95,14 +95,25 @@ def reference_config(config: ml_collections.ConfigDict, row: str) -> ml_collecti
 
 
 def evaluation_config(config: ml_collections.ConfigDict, evaluation: str,
-                      checkpoint_dir: str | None) -> ml_collections.ConfigDict:
+                      checkpoint_dir: str | None, row_dir: epath.PathLike = "<row_dir>"
+                      ) -> ml_collections.ConfigDict:
   """The validated config of ``evaluation`` of the encoder pretrained by ``config`` into
-  ``checkpoint_dir`` (None: the encoder at initialisation)."""
+  ``checkpoint_dir`` (None: the encoder at initialisation); ``row_dir`` holds the row's other
+  evaluations (``<workdir>/runs/<row>/seed<k>``)."""
   e = EVALUATIONS[evaluation]
   c = copy_config(config)
   c.mode = e.mode
   init = "random" if checkpoint_dir is None else "pretrained"
-  if e.finetune_split is not None:
+  if e.mode == "localize":
+    l = c.localize
+    l.classifier_workdir = os.path.join(os.fspath(row_dir), e.requires)
+    l.init = init
+    l.checkpoint_dir = checkpoint_dir or ""
+    # CAM of the fine-tuned classifier for every row; the pretraining network's maps where it
+    # has them (CV-SIM attention, transport plans: OTCXR's)
+    l.methods = ("cam",) + (("attention",) if c.method == "otcxr" and c.model.cvsim else ()) + (
+        ("transport",) if c.method == "otcxr" else ())
+  elif e.finetune_split is not None:
     c.finetune.split = e.finetune_split
     c.finetune.init = init
     c.finetune.checkpoint_dir = checkpoint_dir or ""
@@ -148,7 +159,15 @@ def check(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.benchmark.evaluation_rows.{evaluation} names {unknown}: "
                        f"expected names from {all_rows}.")
   config_lib.validate(config)
-  for row, e in synthetic_report.layout(config):
+  steps = synthetic_report.layout(config)
+  for row, e in steps:
+    needed = EVALUATIONS[e].requires
+    if needed and ((row, needed) not in steps or
+                   list(b.evaluations).index(needed) > list(b.evaluations).index(e)):
+      raise ValueError(f"config.benchmark.evaluations: {e!r} of row {row!r} reads the workdir "
+                       f"of {needed!r}: expected {needed!r} before it, on the same rows "
+                       f"(config.benchmark.evaluation_rows).")
+  for row, e in steps:
     if row in REFERENCES:
       evaluation_config(reference_config(config, row), e, None)
     else:
@@ -205,7 +224,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> epath.
           if not _done(directory / e):
             print(f"[benchmark] {row}, seed {seed}: {e}", flush=True)
             module = importlib.import_module(f"otcxr_jax.modes.{EVALUATIONS[e].mode}")
-            module.run(evaluation_config(cfg, e, checkpoint_dir), str(directory / e))
+            module.run(evaluation_config(cfg, e, checkpoint_dir, directory), str(directory / e))
     for run_name in synthetic_report.timed_runs(config):
       path = workdir / "timing" / f"{run_name}.json"
       if not path.exists():

@@ -43,11 +43,18 @@ class Evaluation:
     mode: module of ``otcxr_jax.modes`` whose ``run(config, workdir)`` runs it.
     columns: column name -> its value in the evaluation's ``metrics.json`` (None: undefined).
     finetune_split: the label fraction of a fine-tuning evaluation (``config.finetune.split``).
+    requires: the evaluation of the same row whose workdir this one reads (localisation explains
+      the fine-tuned classifier of ``finetune_10pct``), run before it.
   """
 
   mode: str
   columns: Mapping[str, Callable[[Mapping[str, Any]], float | None]]
   finetune_split: str | None = None
+  requires: str | None = None
+
+
+def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
+  return lambda m: (m["methods"].get(method) or {}).get("pointing_game")
 
 
 EVALUATIONS: dict[str, Evaluation] = {
@@ -60,6 +67,11 @@ EVALUATIONS: dict[str, Evaluation] = {
         "segment Dice (all)": lambda m: m["test"]["dice_all"],
         "segment Dice (positive)": lambda m: m["test"]["dice_positive"],
     }),
+    "localize": Evaluation("localize", {
+        "pointing game (CAM)": _pointing_game("cam"),
+        "pointing game (CV-SIM attention)": _pointing_game("attention"),
+        "pointing game (transport)": _pointing_game("transport"),
+    }, requires="finetune_10pct"),
 }
 #: The evaluation of the ``supervised`` reference (from random initialisation, every label).
 SUPERVISED_EVALUATION = "finetune_100pct"

@@ -16,7 +16,9 @@ seeds (0, 1, ...; the seed sets the initialisation, the data order and the augme
 pretraining and of the evaluations).
 
 Evaluations: the linear probe and kNN of every row; the transfer evaluations (fine-tuning on 1%
-and 10% of the labels, segmentation), which cost about as much as a pretraining run each, of the
+and 10% of the labels, segmentation, each about as costly as a pretraining run, and localisation
+of the test split's boxes: the pointing game of the 10% classifier's class activation maps, and
+for OTCXR of its CV-SIM attention and transport maps, ``configs/localize_synthetic.py``) of the
 rows of ``benchmark.evaluation_rows`` (OTCXR, VICReg and random init by default; set it to ``{}``
 to evaluate every row). The probe trains one weight decay (1e-3): at this scale the four of
 ``configs/linear_probe_synthetic.py`` gave the same loss to four digits. Fine-tuning: 150 steps
@@ -59,7 +61,8 @@ its initialisation (no pretraining); ``supervised``, fine-tuning from random ini
 
 Evaluations (``benchmark.evaluations``; each is the mode's ``run(config, workdir)``): test mean
 AUC of ``linear_probe``, ``knn``, ``finetune_1pct``, ``finetune_10pct``; test Dice of
-``segment`` (all images and positive images). The train step of every run of
+``segment`` (all images and positive images); test pointing game of ``localize`` (chance: the
+boxes' mean area fraction, about 0.02). The train step of every run of
 ``benchmark.timed_runs`` is timed in a fresh process (``benchmark.timing_steps`` steps on a
 random batch after ``benchmark.timing_warmup``; peak memory from the device's statistics, or the
 process's RSS high-water mark where the device reports none); the report gives OTCXR's overhead
@@ -120,7 +123,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   c.finetune.warmup_steps = 10
   c.segment = segment_synthetic.get_config().segment
   c.segment.num_steps = 300
-  transfer = ("finetune_1pct", "finetune_10pct", "segment")
+  transfer = ("finetune_1pct", "finetune_10pct", "segment", "localize")
   c.benchmark = dict(
       seeds=3,
       runs=METHOD_RUNS + COMPONENT_ABLATIONS,

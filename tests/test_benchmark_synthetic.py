@@ -194,3 +194,35 @@ def test_cells_show_mean_and_sample_std():
   assert synthetic_report.format_cell(*table.stats("b", "m"), seeds=3) == "0.800 ± 0.141 (n=2)"
   _, rows = _table(synthetic_report.markdown_results(table, seeds=3))
   assert rows == {"a": ["0.600 ± 0.100"], "b": ["**0.800 ± 0.141 (n=2)**"]}
+
+
+def test_localisation_reads_the_rows_classifier_and_needs_it_first(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluations = ("linear_probe", "finetune_10pct", "localize")
+    config.benchmark.evaluation_rows = {"finetune_10pct": ("otcxr", "vicreg"),
+                                        "localize": ("otcxr", "vicreg")}
+  benchmark_synthetic.check(config)
+  row_dir = tmp_path / "runs" / "otcxr" / "seed0"
+  otcxr = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "otcxr", 0), "localize", "/ck/otcxr", row_dir)
+  assert otcxr.localize.classifier_workdir == str(row_dir / "finetune_10pct")
+  assert otcxr.localize.methods == ("cam", "attention", "transport")
+  assert (otcxr.localize.init, otcxr.localize.checkpoint_dir) == ("pretrained", "/ck/otcxr")
+  vicreg = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "vicreg", 0), "localize", "/ck/vicreg", row_dir)
+  assert vicreg.localize.methods == ("cam",)  # no CV-SIM or transport plan to map
+  no_cvsim = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "otcxr_no_cvsim", 0), "localize", None, row_dir)
+  assert no_cvsim.localize.methods == ("cam", "transport") and no_cvsim.localize.init == "random"
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"finetune_10pct": ("otcxr",),
+                                        "localize": ("otcxr", "vicreg")}
+  with pytest.raises(ValueError, match=r"'localize' of row 'vicreg' reads the workdir of "
+                                       r"'finetune_10pct'"):
+    benchmark_synthetic.check(config)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {}
+    config.benchmark.evaluations = ("localize", "finetune_10pct")
+  with pytest.raises(ValueError, match=r"expected 'finetune_10pct' before it"):
+    benchmark_synthetic.check(config)
