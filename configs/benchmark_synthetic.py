@@ -15,7 +15,7 @@ probe matches the demo's (0.617 against 0.618). Each run is repeated for ``bench
 seeds (0, 1, ...; the seed sets the initialisation, the data order and the augmentations of
 pretraining and of the evaluations).
 
-Evaluations: the linear probe and kNN of every row; the transfer evaluations (fine-tuning on 1%
+Evaluations: the linear probe of every row; kNN and the transfer evaluations (fine-tuning on 1%
 and 10% of the labels, segmentation, each about as costly as a pretraining run, and localisation
 of the test split's boxes: the pointing game of the 10% classifier's class activation maps, and
 for OTCXR of its CV-SIM attention and transport maps, ``configs/localize_synthetic.py``) of the
@@ -129,7 +129,8 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
       runs=METHOD_RUNS + COMPONENT_ABLATIONS,
       references=("random_init", "supervised"),
       evaluations=("linear_probe", "knn") + transfer,
-      evaluation_rows={e: TRANSFER_ROWS for e in transfer},  # {}: every evaluation, every row
+      # {}: every evaluation on every row
+      evaluation_rows={e: TRANSFER_ROWS for e in ("knn",) + transfer},
       # the supervised reference trains from scratch: the encoder at the head's rate, longer
       supervised_fields={"finetune": {"encoder_learning_rate": 1e-3, "num_steps": 400}},
       timed_runs=config_dict.placeholder(tuple),  # None: every run of `runs`
