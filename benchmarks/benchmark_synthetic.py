@@ -11,11 +11,12 @@ docstring defines every run); ``--tiny`` selects its tiny scale (it stands for
 1. every run of ``benchmark.runs``: the shared config with the run's fields
    (``benchmark_runs.<run>``) and ``seed=k`` is pretrained (``modes/pretrain.run``) into
    ``<workdir>/runs/<run>/seed<k>/pretrain``; then every evaluation of ``benchmark.evaluations``
-   runs through its mode's ``run(config, workdir)`` on that checkpoint, into
+   (on the rows ``benchmark.evaluation_rows`` names for it, if it names any) runs through its
+   mode's ``run(config, workdir)`` on that checkpoint, into
    ``<workdir>/runs/<run>/seed<k>/<evaluation>``;
 2. the references of ``benchmark.references``: ``random_init`` (the same evaluations of the encoder
    at initialisation) and ``supervised`` (fine-tuning from random initialisation on 100% of the
-   labels).
+   labels, with ``benchmark.supervised_fields``).
 
 Every step writes a ``metrics.json`` and is skipped when that file exists, so the same command
 resumes an interrupted benchmark (an interrupted pretraining resumes from its checkpoint). Then

@@ -204,6 +204,11 @@ def bar_chart(names: Sequence[str], means: Sequence[float], stds: Sequence[float
   ax.bar(x, [means[i] for i in keep], yerr=errors if any(errors) else None, capsize=3,
          color="tab:blue")
   ax.set_xticks(x, [names[i] for i in keep], rotation=45, ha="right", fontsize=8)
+  if keep:  # zoom on the bars' range (differences of a few hundredths must be visible)
+    low = min(means[i] - e for i, e in zip(keep, errors))
+    high = max(means[i] + e for i, e in zip(keep, errors))
+    pad = 0.15 * (high - low) or 0.01 * max(abs(high), 1e-3)
+    ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
   ax.set_title(title)
   ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
