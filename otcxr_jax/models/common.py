@@ -39,6 +39,20 @@ class Encoder(Protocol):
     ...
 
 
+def dense_channels(encoder: Encoder, dense_stage: str) -> int:
+  """Channels of the map a dense head reads: the encoder's output (``'dense'``) or a stage's.
+
+  Raises:
+    ValueError: if ``dense_stage`` is neither ``'dense'`` nor one of the encoder's stages.
+  """
+  if dense_stage == "dense":
+    return encoder.num_features
+  if dense_stage in encoder.stage_channels:
+    return encoder.stage_channels[dense_stage]
+  raise ValueError(f"dense_stage must be 'dense' or one of {list(encoder.stage_channels)}, "
+                   f"got {dense_stage!r}")
+
+
 def match_channels(images: jax.Array, in_channels: int) -> jax.Array:
   """Checks an NHWC image batch and adapts its channel count to ``in_channels``.
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from otcxr_jax.models.common import Encoder
+from otcxr_jax.models.common import Encoder, dense_channels
 from otcxr_jax.models.cvsim import CVSIM
 from otcxr_jax.models.heads import DenseProjector
 
@@ -64,13 +64,7 @@ class OTCXRModel(nnx.Module):
       dense_stage: ``'dense'`` for the encoder's last map, or one of its stage names
         (e.g. ``'stage3'`` for a ResNet's stride-16 map).
     """
-    if dense_stage == "dense":
-      channels = encoder.num_features
-    elif dense_stage in encoder.stage_channels:
-      channels = encoder.stage_channels[dense_stage]
-    else:
-      raise ValueError(f"dense_stage must be 'dense' or one of {list(encoder.stage_channels)}, "
-                       f"got {dense_stage!r}")
+    channels = dense_channels(encoder, dense_stage)
     if projector.in_dim != channels:
       raise ValueError(f"projector.in_dim={projector.in_dim} does not match the {channels} "
                        f"channels of dense_stage={dense_stage!r}")

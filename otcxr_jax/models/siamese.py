@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from otcxr_jax.models.common import Encoder
+from otcxr_jax.models.common import Encoder, dense_channels
 from otcxr_jax.models.heads import DenseProjector
 from otcxr_jax.models.target import EMATarget
 
@@ -72,13 +72,7 @@ class SiameseModel(nnx.Module):
     if predictor is not None and (predictor.in_dim, predictor.out_dim) != (projector.out_dim,) * 2:
       raise ValueError(f"predictor must map {projector.out_dim} to {projector.out_dim} features, "
                        f"got {predictor.in_dim} -> {predictor.out_dim}")
-    if dense_stage == "dense":
-      channels = encoder.num_features
-    elif dense_stage in encoder.stage_channels:
-      channels = encoder.stage_channels[dense_stage]
-    else:
-      raise ValueError(f"dense_stage must be 'dense' or one of {list(encoder.stage_channels)}, "
-                       f"got {dense_stage!r}")
+    channels = dense_channels(encoder, dense_stage)
     if local_projector is not None and local_projector.in_dim != channels:
       raise ValueError(f"local_projector.in_dim={local_projector.in_dim} does not match the "
                        f"{channels} channels of dense_stage={dense_stage!r}")
