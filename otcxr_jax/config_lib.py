@@ -13,6 +13,8 @@ from typing import Any, Iterable
 import ml_collections
 from ml_collections import config_dict
 
+from otcxr_jax import errors
+
 MODES = ("demo", "pretrain", "linear_probe", "knn", "finetune", "segment", "localize", "report",
          "build_dataset")
 PROBE_INITS = ("pretrained", "random")
@@ -24,7 +26,7 @@ ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "vit_s16", "vit_b16
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config field has a value the run cannot use."""
 
 

@@ -37,13 +37,14 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from otcxr_jax import errors
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import classifier, localization
 from otcxr_jax.training import checkpoint as ckpt_lib
 from tfds_builders.cxr_base import images as image_io
 
 
-class PredictError(ValueError):
+class PredictError(errors.UserError, ValueError):
   """An input the command cannot use (the message names it)."""
 
 

@@ -32,6 +32,7 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
+from otcxr_jax import errors
 from otcxr_jax.models import target as target_lib
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import sharding as shard_lib
@@ -74,8 +75,8 @@ class LoopResult:
     return state_lib.eval_model(self.graphdef, self.state)
 
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """A step's loss or gradient was NaN/Inf (the message names the step and the last checkpoint)."""
 
 
 class StopTraining(Exception):
