@@ -10,7 +10,8 @@ import pytest
 
 from builders import dicom_writer, helpers, layouts
 from tfds_builders import nih_chest_xray14, rsna_pneumonia, siim_acr_pneumothorax, vinbig_cxr
-from tfds_builders.cxr_base import BuildReport, ManualDirError
+from tfds_builders.cxr_base import (AnnotationError, BuildError, BuildReport, ManualDirError,
+                                    splits)
 
 BUILDERS = {"nih_chest_xray14": nih_chest_xray14.Builder, "vinbig_cxr": vinbig_cxr.Builder,
             "rsna_pneumonia": rsna_pneumonia.Builder,
@@ -45,8 +46,19 @@ def _build(name, manual, tmp_path):
   return helpers.build(name, manual, tmp_path / "data")
 
 
-def _instructions_head(name: str) -> str:
-  return BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS.splitlines()[0]
+def _check_points_to_instructions(error: ManualDirError, name: str) -> None:
+  """One line that names where the download instructions are; the builder's own instructions
+  travel with the exception."""
+  assert "\n" not in str(error)
+  assert f"docs/datasets.md, section `{name}`" in str(error)
+  assert error.instructions == BUILDERS[name].MANUAL_DOWNLOAD_INSTRUCTIONS
+
+
+def test_docs_have_the_sections_errors_point_to():
+  docs = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
+  headings = [line for line in docs.splitlines() if line.startswith("## ")]
+  for name in BUILDERS:
+    assert any(line.endswith(f"(`{name}`)") for line in headings), name
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -54,7 +66,7 @@ def test_missing_or_empty_manual_dir(name, tmp_path):
   with pytest.raises(ManualDirError) as e:
     _build(name, tmp_path / "nowhere", tmp_path)
   assert str(tmp_path / "nowhere") in str(e.value) and "does not exist" in str(e.value)
-  assert _instructions_head(name) in str(e.value)
+  _check_points_to_instructions(e.value, name)
   (tmp_path / "empty").mkdir()
   with pytest.raises(ManualDirError, match="is empty"):
     _build(name, tmp_path / "empty", tmp_path)
@@ -70,7 +82,8 @@ def test_missing_annotation_file(download, tmp_path, name, file_name):
   (manual / file_name).unlink()
   with pytest.raises(ManualDirError) as e:
     _build(name, manual, tmp_path)
-  assert file_name in str(e.value) and _instructions_head(name) in str(e.value)
+  assert file_name in str(e.value) and str(manual) in str(e.value)
+  _check_points_to_instructions(e.value, name)
 
 
 def test_older_nih_data_entry_file_is_accepted_with_a_warning(download, tmp_path):
@@ -95,8 +108,11 @@ def _add_column(path: pathlib.Path) -> None:
 def test_unexpected_csv_column_is_named(download, tmp_path, name, file_name):
   manual, _ = download(name)
   _add_column(manual / file_name)
-  with pytest.raises(ValueError, match=r"unexpected columns \['Extra'\]"):
+  with pytest.raises(AnnotationError, match=r"unexpected columns \['Extra'\]") as e:
     _build(name, manual, tmp_path)
+  # An expected failure (a BuildError) that names the file; still a ValueError.
+  assert isinstance(e.value, BuildError) and isinstance(e.value, ValueError)
+  assert file_name in str(e.value)
 
 
 def test_duplicate_image_id_in_data_entry(download, tmp_path):
@@ -162,6 +178,69 @@ def test_unreadable_images_are_skipped_and_reported(download, tmp_path, capsys, 
   err = capsys.readouterr().err
   assert f"{len(broken)} unreadable images skipped" in err
   assert all(str(truth.files[i]) in err for i in broken)
+
+
+def _split_ids(manual: pathlib.Path, truth: layouts.Truth, split: str) -> list[str]:
+  """The image ids the seeded split puts into ``split`` (RSNA: one image per patient)."""
+  patients = splits.group_by_patient({i: truth.patient[i] for i in truth.files})
+  return splits.split_patients(patients, splits.RANDOM_SPLIT)[split]
+
+
+def test_split_without_a_readable_image_fails_with_its_report(download, tmp_path, pristine):
+  manual, truth = download("rsna_pneumonia")
+  validation = _split_ids(manual, truth, "validation")
+  for image_id in validation:
+    truth.files[image_id].write_bytes(b"not a dicom")
+  with pytest.raises(BuildError) as e:
+    _build("rsna_pneumonia", manual, tmp_path)
+  config_dir = tmp_path / "data" / "rsna_pneumonia" / "32"
+  report_path = config_dir / "1.0.0.failed" / "build_report.json"
+  message = str(e.value)
+  assert "\n" not in message and "validation split" in message and str(report_path) in message
+  assert str(truth.files[validation[0]]) in message
+  assert not (config_dir / "1.0.0").exists()  # nothing TFDS would take for a built dataset
+  report = BuildReport.read(report_path.parent)
+  assert [s["image_id"] for s in report.skipped] == sorted(validation)
+  assert all(s["path"] == str(truth.files[s["image_id"]]) and "InvalidDicomError" in s["reason"]
+             for s in report.skipped)
+  assert report.error == message
+  assert report.splits["validation"].images == 0
+  assert report.splits["validation"].skipped == len(validation)
+  assert report.splits["train"].images > 0  # the splits read before it are counted
+  # Mended, the download builds; the failed attempt's report goes away.
+  source, _ = pristine("rsna_pneumonia", "dicom")
+  for image_id in validation:
+    shutil.copy(source / truth.files[image_id].relative_to(manual), truth.files[image_id])
+  builder = _build("rsna_pneumonia", manual, tmp_path)
+  assert BuildReport.read(pathlib.Path(builder.data_dir)).error is None
+  assert not report_path.parent.exists()
+
+
+@pytest.mark.parametrize("layout", ["dicom", "png_resized"])
+def test_boxes_beyond_the_image_are_counted(download, tmp_path, capsys, layout):
+  manual, truth = download("vinbig_cxr", layout)
+  path = manual / "train.csv"
+  lines = path.read_text().splitlines()
+  row = next(i for i, line in enumerate(lines[1:], start=1) if ",No finding," not in line)
+  fields = lines[row].split(",")
+  image_id = fields[0]
+  height, width = truth.original_size[image_id]
+  fields[6] = str(width + 40)  # x_max 40 pixels right of the image
+  lines[row] = ",".join(fields)
+  path.write_text("\n".join(lines) + "\n")
+  builder = _build("vinbig_cxr", manual, tmp_path)
+  report = BuildReport.read(pathlib.Path(builder.data_dir))
+  assert [(o["image_id"], o["boxes"], o["image_size"]) for o in report.boxes_outside] == [
+      (image_id, 1, [height, width])]
+  assert report.boxes_outside[0]["path"] == str(truth.files[image_id])
+  assert report.boxes_outside[0]["extent"][3] == width + 40
+  assert sum(report.splits[s].boxes_outside for s in helpers.MAIN_SPLITS) == 1
+  assert builder.info.metadata["build_report"]["boxes_outside"] >= 1
+  data = helpers.read_all(builder)
+  example = next(d[image_id] for s, d in data.items() if s in helpers.MAIN_SPLITS and image_id in d)
+  assert example["boxes"].max() == 1.0  # stored clipped to the image
+  err = capsys.readouterr().err
+  assert "1 images have boxes beyond the image" in err and str(truth.files[image_id]) in err
 
 
 def test_invalid_rle_row_skips_its_image(download, tmp_path):

@@ -95,8 +95,9 @@ def test_file_index_finds_files_anywhere_in_order_of_preference(tmp_path):
   assert _index(tmp_path).find(["new.csv", "old.csv"]) == tmp_path / "new.csv"
   assert _index(tmp_path).find(["none.csv", "old.csv"]) == tmp_path / "x" / "y" / "old.csv"
   assert _index(tmp_path).find(["none.csv"], required=False) is None
-  with pytest.raises(manual_dir.ManualDirError, match="(?s)none.csv.*HOW TO DOWNLOAD"):
+  with pytest.raises(manual_dir.ManualDirError, match="none.csv.*docs/datasets.md") as e:
     _index(tmp_path).find(["none.csv"])
+  assert e.value.instructions == "HOW TO DOWNLOAD" and "\n" not in str(e.value)
   _write(tmp_path / "x" / "new.csv", "")
   with pytest.raises(manual_dir.ManualDirError, match="new.csv occurs 2 times"):
     _index(tmp_path).find(["new.csv"])
@@ -123,8 +124,12 @@ def test_csv_files_found_by_header(tmp_path):
 
 
 def test_check_manual_dir(tmp_path):
-  with pytest.raises(manual_dir.ManualDirError, match="(?s)does not exist.*HOW"):
+  with pytest.raises(manual_dir.ManualDirError) as e:
     manual_dir.check_manual_dir(tmp_path / "no", dataset="d", instructions="HOW")
+  # One line naming the directory and where the instructions are; they stay on the exception.
+  assert str(e.value) == (f"d: the manual directory {tmp_path / 'no'} does not exist. What to "
+                          "download and where its files go: docs/datasets.md, section `d`.")
+  assert e.value.instructions == "HOW" and isinstance(e.value, FileNotFoundError)
   with pytest.raises(manual_dir.ManualDirError, match="is empty"):
     manual_dir.check_manual_dir(tmp_path, dataset="d", instructions="HOW")
   with pytest.raises(manual_dir.ManualDirError, match="no manual directory"):

@@ -4,6 +4,10 @@ A dataset subclass reads its annotation files into ``Record`` s (one per image, 
 name below the manual directory); this base assigns splits, decodes and resizes every image,
 writes ArrayRecord shards, and records what it wrote and skipped in a ``BuildReport``.
 
+A build that cannot complete with the download raises a ``BuildError`` (``ManualDirError``,
+``AnnotationError``, or a split of which no image is readable); in the last case the report of what
+was read is saved all the same, to ``failed_report_dir()``.
+
 Every example has the features below (``R`` the config's resolution, ``K = len(CLASS_NAMES)``),
 those of the synthetic dataset included:
 
@@ -31,10 +35,13 @@ from typing import Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from tfds_builders.cxr_base import images, manual_dir, report, splits
+from tfds_builders.cxr_base.errors import AnnotationError, BuildError, OptionError
 
 RESOLUTIONS = (224, 256, 512)
+BOX_TOLERANCE = 1.0  # pixels a box may extend beyond its image before it counts as outside
 
 
 class ResolutionConfig(tfds.core.BuilderConfig):
@@ -122,11 +129,18 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "Seeded patient-disjoint split: 70% train, 15% validation, 15% test of the patients.")
 
   def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+    # A resolution without a predefined config (``config="64"``, as ``tfds build --config=64``
+    # passes it) gets a config of its own, as ``config_for`` makes it.
+    config = kwargs.get("config")
+    if isinstance(config, (str, int)) and str(config) not in self.builder_configs:
+      kwargs["config"] = self.config_for(config)
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._report: report.BuildReport | None = None
     self._tally: report.SplitTally | None = None
     self._skipped: dict[str, dict[str, str]] = {}
+    self._outside: dict[str, dict[str, Any]] = {}
     self._fractions: dict[str, list[str]] | None = None
+    self._failed_dir: epath.Path | None = None
 
   @classmethod
   def config_for(cls, name: str | int) -> ResolutionConfig:
@@ -135,9 +149,13 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if name in cls.builder_configs:
       return cls.builder_configs[name]
     if not name.isdigit():
-      raise ValueError(f"{cls.name}: config must be a resolution such as "
-                       f"{', '.join(map(str, RESOLUTIONS))}; got {name!r}")
-    return ResolutionConfig(resolution=int(name))
+      raise OptionError(f"{cls.name}: config must be a resolution such as "
+                        f"{', '.join(map(str, RESOLUTIONS))} (or any other integer >= 8); got "
+                        f"{name!r}")
+    try:
+      return ResolutionConfig(resolution=int(name))
+    except ValueError as e:
+      raise OptionError(f"{cls.name}: config {name!r}: {e}") from None
 
   # Hooks for the datasets.
 
@@ -193,7 +211,12 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     files = manual_dir.FileIndex(root, dataset=self.name,
                                  instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    annotations = self._read_annotations(files)
+    try:
+      annotations = self._read_annotations(files)
+    except AnnotationError:
+      raise
+    except ValueError as e:  # a malformed annotation file; the message names it
+      raise AnnotationError(f"{self.name}: {e} (manual directory {root})") from e
     if not annotations.records:
       raise files.error(f"none of the {len(annotations.missing)} annotated images was found")
     by_id = {r.image_id: r for r in annotations.records}
@@ -210,6 +233,7 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         missing=sorted(annotations.missing), warnings=list(annotations.warnings))
     self._tally = report.SplitTally(list(self.CLASS_NAMES))
     self._skipped = {}
+    self._outside = {}
     self._fractions = None
     if annotations.missing:
       print(f"{self.name}: {len(annotations.missing)} annotated images are not below {root} and "
@@ -238,36 +262,81 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, split: str, records: list[Record]):
     progress = report.Progress(f"{self.name}/{self.builder_config.name} {split}", len(records))
+    written, skipped = 0, []
     for done, record in enumerate(records, start=1):
       try:
-        example = self._example(record)
+        example, outside = self._example(record)
       except Exception as e:  # noqa: BLE001 - an unreadable image is skipped and reported
         self._tally.skip(split)
-        self._skipped.setdefault(record.image_id, {
+        skipped.append(self._skipped.setdefault(record.image_id, {
             "image_id": record.image_id, "path": str(record.path),
-            "reason": f"{type(e).__name__}: {e}"})
+            "reason": f"{type(e).__name__}: {e}"}))
       else:
         self._tally.add(split, patient_id=record.patient_id, labels=record.labels,
-                        boxes=len(record.boxes))
+                        boxes=len(record.boxes), boxes_outside=outside.get("boxes", 0))
+        if outside:
+          self._outside.setdefault(record.image_id, outside)
+        written += 1
         yield record.image_id, example
       progress.update(done)
+    if records and not written:
+      self._fail_empty_split(split, skipped)
+
+  def _fail_empty_split(self, split: str, skipped: list[dict[str, str]]) -> None:
+    """Saves the report of what was read so far and raises a ``BuildError`` pointing to it."""
+    directory = self.failed_report_dir()
+    example = skipped[0]
+    message = (f"{self.name}/{self.builder_config.name}: no image of the {split} split is "
+               f"readable (all {len(skipped)} skipped, e.g. {example['path']}: "
+               f"{example['reason']}), so nothing was built; every skipped file and why: "
+               f"{directory / report.FILENAME}")
+    self._final_report(error=message).write(directory)
+    raise BuildError(message)
+
+  def failed_report_dir(self) -> epath.Path:
+    """Where a build that failed part-way saves its report: beside the version directory,
+    ``<data_dir>/<name>/<config>/<version>.failed/`` (TFDS would take a version directory that
+    exists for a built dataset)."""
+    if self._failed_dir is None:  # outside download_and_prepare: data_dir is the final one
+      return epath.Path(self.data_dir).with_name(f"{self.version}.failed")
+    return self._failed_dir
+
+  def download_and_prepare(self, **kwargs: Any) -> None:
+    # During the build ``data_dir`` is a temporary directory that TFDS deletes on failure.
+    self._failed_dir = epath.Path(self.data_dir).with_name(f"{self.version}.failed")
+    try:
+      super().download_and_prepare(**kwargs)
+    finally:
+      self._failed_dir = None
+
+  def _final_report(self, error: str | None) -> report.BuildReport:
+    return dataclasses.replace(
+        self._report, splits=self._tally.result(),
+        skipped=sorted(self._skipped.values(), key=lambda s: s["image_id"]),
+        boxes_outside=sorted(self._outside.values(), key=lambda s: s["image_id"]),
+        error=error)
 
   def _download_and_prepare(self, dl_manager, download_config=None) -> None:
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
     if self._report is None:  # TFDS generated nothing (max_examples_per_split=0)
       return
-    done = dataclasses.replace(self._report, splits=self._tally.result(),
-                               skipped=sorted(self._skipped.values(), key=lambda s: s["image_id"]))
+    done = self._final_report(error=None)
     done.write(self.data_path)
+    failed = self.failed_report_dir()
+    if failed.exists():  # an earlier failed attempt's report no longer applies
+      failed.rmtree()
     self.info.metadata["build_report"] = {
         "images": {name: s.images for name, s in done.splits.items()},
         "skipped": len(done.skipped), "missing": len(done.missing),
+        "boxes_outside": sum(s.boxes_outside for s in done.splits.values()),
         "differs_from_release": sorted(done.release_differences)}
     print(done.summary(), file=sys.stderr, flush=True)
 
   # Examples.
 
-  def _example(self, record: Record) -> dict[str, Any]:
+  def _example(self, record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The example of ``record``, and what to report of its boxes outside the image (``{}`` if
+    none is)."""
     resolution = self.builder_config.resolution
     source = images.load(record.path)
     frame = record.frame or source.size
@@ -279,20 +348,30 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "view": record.view or source.view_position,
         "original_size": np.asarray(frame, np.int32),
     }
+    outside = {}
     if self.HAS_BOXES:
       example["boxes"] = normalise_boxes(record.boxes, frame)
       example["box_labels"] = np.asarray(record.box_labels, np.int64)
+      count = boxes_outside(record.boxes, frame)
+      if count:
+        boxes = np.asarray(record.boxes, np.float64).reshape(-1, 4)
+        outside = {"image_id": record.image_id, "path": str(record.path), "boxes": count,
+                   "image_size": [int(frame[0]), int(frame[1])],
+                   "extent": [round(float(v), 1) for v in (
+                       boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(),
+                       boxes[:, 3].max())]}
     if self.HAS_MASK:
       mask = self._decode_mask(record, frame)
       if mask.shape != tuple(frame):
         raise ValueError(f"mask of shape {mask.shape} for an image of size {tuple(frame)}")
       example["mask"] = images.encode_png(images.resize_mask(mask, resolution))
     example.update(record.features)
-    return example
+    return example, outside
 
 
 def normalise_boxes(boxes: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
-  """Pixel ``(ymin, xmin, ymax, xmax)`` in a ``(height, width)`` frame -> [0, 1] coordinates."""
+  """Pixel ``(ymin, xmin, ymax, xmax)`` in a ``(height, width)`` frame -> [0, 1] coordinates,
+  clipped to the image (``boxes_outside`` counts the boxes that needed it)."""
   height, width = frame
   scale = np.array([height, width, height, width], np.float64)
   return np.clip(np.asarray(boxes, np.float64).reshape(-1, 4) / scale, 0.0, 1.0).astype(np.float32)
@@ -304,3 +383,14 @@ def multi_hot(names: Iterable[str], class_names: Sequence[str]) -> np.ndarray:
   for name in names:
     out[class_names.index(name)] = 1.0
   return out
+
+
+def boxes_outside(boxes: np.ndarray, frame: tuple[int, int],
+                  tolerance: float = BOX_TOLERANCE) -> int:
+  """How many pixel ``(ymin, xmin, ymax, xmax)`` boxes extend beyond a ``(height, width)`` image
+  by more than ``tolerance`` pixels."""
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  height, width = frame
+  beyond = ((boxes[:, :2] < -tolerance).any(axis=1) | (boxes[:, 2] > height + tolerance)
+            | (boxes[:, 3] > width + tolerance))
+  return int(beyond.sum())

@@ -8,24 +8,38 @@ import pathlib
 from typing import Collection, Iterable, Sequence
 
 from tfds_builders.cxr_base import tables
+from tfds_builders.cxr_base.errors import BuildError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DOCS = "docs/datasets.md"  # what each download holds and how to lay it out, per dataset
 
 
-class ManualDirError(FileNotFoundError):
-  """The manual directory, or a file the builder needs in it, is missing or ambiguous."""
+class ManualDirError(BuildError, FileNotFoundError):
+  """The manual directory, or a file the builder needs in it, is missing or ambiguous.
+
+  The message is one line ending with where the download instructions are (``DOCS``); the
+  builder's own instructions (``MANUAL_DOWNLOAD_INSTRUCTIONS``) are in ``instructions``.
+  """
+
+  def __init__(self, message: str, *, dataset: str, instructions: str = ""):
+    super().__init__(f"{message}. What to download and where its files go: {DOCS}, section "
+                     f"`{dataset}`.")
+    self.dataset, self.instructions = dataset, instructions
 
 
 def check_manual_dir(path: str | os.PathLike[str] | None, *, dataset: str,
                      instructions: str) -> pathlib.Path:
   """``path`` as an existing, non-empty directory; otherwise a ``ManualDirError``."""
+  def error(message: str) -> ManualDirError:
+    return ManualDirError(f"{dataset}: {message}", dataset=dataset, instructions=instructions)
+
   if path is None:
-    raise ManualDirError(f"{dataset}: no manual directory was given.\n{instructions}")
+    raise error("no manual directory was given")
   root = pathlib.Path(path).expanduser()
   if not root.is_dir():
-    raise ManualDirError(f"{dataset}: the manual directory {root} does not exist.\n{instructions}")
+    raise error(f"the manual directory {root} does not exist")
   if not any(root.iterdir()):
-    raise ManualDirError(f"{dataset}: the manual directory {root} is empty.\n{instructions}")
+    raise error(f"the manual directory {root} is empty")
   return root
 
 
@@ -41,9 +55,9 @@ class FileIndex:
         self._by_name[name].append(pathlib.Path(dirpath, name))
 
   def error(self, message: str) -> ManualDirError:
-    """A ``ManualDirError`` for this download, followed by the download instructions."""
-    return ManualDirError(f"{self._dataset}: {message} (manual directory {self.root}).\n"
-                          f"{self._instructions}")
+    """A ``ManualDirError`` for this download, pointing to its download instructions."""
+    return ManualDirError(f"{self._dataset}: {message} (manual directory {self.root})",
+                          dataset=self._dataset, instructions=self._instructions)
 
   def find(self, names: Sequence[str], *, required: bool = True) -> pathlib.Path | None:
     """The file with the first of ``names`` (in order of preference) present below the root.

@@ -23,6 +23,7 @@ class SplitCounts:
   patients: int = 0
   boxes: int = 0
   skipped: int = 0
+  boxes_outside: int = 0
   class_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -38,7 +39,11 @@ class BuildReport:
     splits: counts per split.
     skipped: unreadable images, ``{"image_id", "path", "reason"}``, each once.
     missing: image ids the annotations list but no file below the manual directory holds.
+    boxes_outside: images with boxes that extend beyond the image by more than a pixel (stored
+      clipped to it), each once: ``{"image_id", "path", "boxes": how many, "image_size":
+      [height, width], "extent": [ymin, xmin, ymax, xmax] of all its boxes}``.
     warnings: anything else the user should know about this build.
+    error: why the build failed (a report saved by a failed build), else ``None``.
   """
 
   dataset: str
@@ -51,7 +56,9 @@ class BuildReport:
   splits: dict[str, SplitCounts] = dataclasses.field(default_factory=dict)
   skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
   missing: list[str] = dataclasses.field(default_factory=list)
+  boxes_outside: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   warnings: list[str] = dataclasses.field(default_factory=list)
+  error: str | None = None
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -65,6 +72,7 @@ class BuildReport:
   def write(self, directory: epath.PathLike) -> epath.Path:
     """Saves ``<directory>/build_report.json`` (a local or remote directory, e.g. ``gs://``)."""
     path = epath.Path(directory) / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
     return path
 
@@ -76,11 +84,18 @@ class BuildReport:
     """A few lines for the console."""
     lines = [f"{self.dataset}/{self.config} {self.version} from {self.manual_dir}"]
     for name, split in self.splits.items():
+      outside = f" ({split.boxes_outside} beyond the image)" if split.boxes_outside else ""
       lines.append(f"  {name}: {split.images} images, {split.patients} patients, "
-                   f"{split.boxes} boxes, {split.skipped} skipped")
+                   f"{split.boxes} boxes{outside}, {split.skipped} skipped")
     if self.skipped:
       lines.append(f"  {len(self.skipped)} unreadable images skipped, e.g.:")
       lines += [f"    {s['path']}: {s['reason']}" for s in self.skipped[:_SHOWN]]
+    if self.boxes_outside:
+      lines.append(f"  {len(self.boxes_outside)} images have boxes beyond the image by more than a "
+                   "pixel (stored clipped to it), e.g.:")
+      lines += [f"    {s['path']}: {s['boxes']} boxes reaching (ymin, xmin, ymax, xmax) = "
+                f"{tuple(s['extent'])} in an image of (height, width) = {tuple(s['image_size'])}"
+                for s in self.boxes_outside[:_SHOWN]]
     if self.missing:
       lines.append(f"  {len(self.missing)} annotated images not found, e.g. "
                    f"{', '.join(self.missing[:_SHOWN])}")
@@ -101,10 +116,12 @@ class SplitTally:
     self._counts: dict[str, SplitCounts] = {}
     self._patients: dict[str, set[str]] = collections.defaultdict(set)
 
-  def add(self, split: str, *, patient_id: str, labels, boxes: int) -> None:
+  def add(self, split: str, *, patient_id: str, labels, boxes: int,
+          boxes_outside: int = 0) -> None:
     counts = self._split(split)
     counts.images += 1
     counts.boxes += boxes
+    counts.boxes_outside += boxes_outside
     self._patients[split].add(patient_id)
     counts.patients = len(self._patients[split])
     for name, value in zip(self._class_names, labels):
