@@ -91,6 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
       location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
       varcov_per_position=False,   # var/cov over the batch at each position, then averaged
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
+      global_weight=0.0,           # γ of an image-level VICReg term on mean tokens (0: the paper)
   )
   # Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
   # and the projector sizes from config.model (pooled features -> projector; BYOL's predictor

@@ -162,3 +162,31 @@ def test_varcov_per_position_matches_numpy():
     cov += np.mean([t[1] for t in terms])
   np.testing.assert_allclose(aux["var"], var, rtol=1e-5)
   np.testing.assert_allclose(aux["cov"], cov, rtol=1e-4)
+
+
+def _numpy_vicreg(a, b, sim=25.0, std=25.0, cov=1.0, eps=1e-4):
+  """VICReg (Bardes et al. 2022, Eq. 6) in numpy, unbiased statistics."""
+  def var(z):
+    return np.mean(np.maximum(0.0, 1.0 - np.sqrt(z.var(0, ddof=1) + eps)))
+  def covariance(z):
+    c = np.cov(z, rowvar=False)
+    return (np.sum(c ** 2) - np.sum(np.diag(c) ** 2)) / z.shape[1]
+  return (sim * np.mean((a - b) ** 2) + std * (var(a) + var(b))
+          + cov * (covariance(a) + covariance(b)))
+
+
+@pytest.mark.parametrize("alignment", ["ot", "location_mse"])
+def test_global_term_adds_vicreg_of_mean_tokens(alignment):
+  q_s, q_t = _views(seed=3, batch=6, n=4, m=4, d=5)
+  positions = (jnp.zeros((6, 4, 2)), jnp.zeros((6, 4, 2)))
+  kwargs = dict(alignment=alignment, positions=positions, **SOLVER)
+  base, _ = otcxr.otcxr_loss(q_s, q_t, **kwargs)
+  loss, aux = otcxr.otcxr_loss(q_s, q_t, global_weight=0.3, **kwargs)
+  expected = _numpy_vicreg(np.asarray(q_s).mean(1), np.asarray(q_t).mean(1))
+  assert float(aux["global"]) == pytest.approx(expected, rel=1e-4)
+  assert float(loss) == pytest.approx(float(base) + 0.3 * expected, rel=1e-5)
+  assert float(aux["loss"]) == pytest.approx(float(loss))
+  # The term moves the gradient of the image means (the dense terms alone would not see a
+  # per-image offset added to both views' tokens when the tokens are centred).
+  grad = jax.grad(lambda q: otcxr.otcxr_loss(q, q_t, global_weight=1.0, **kwargs)[0])(q_s)
+  assert np.all(np.isfinite(np.asarray(grad)))

@@ -28,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from otcxr_jax.objectives import location_match, ot, regularizers
+from otcxr_jax.objectives import location_match, ot, regularizers, vicreg
 
 #: Keys of the scalar metrics in the ``aux`` dict returned by :func:`otcxr_loss`.
 METRIC_KEYS: tuple[str, ...] = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
@@ -77,6 +77,12 @@ class OTCXRObjectiveConfig:
       replaced by the MSE between tokens matched by their source-image positions,
       :mod:`otcxr_jax.objectives.location_match`; ``epsilon``, ``num_iters``, ``cost``,
       ``lse_mode``, ``grad_mode``, ``center_tokens`` and ``location_weight`` then do nothing).
+    global_weight: weight γ of an image-level term, γ·VICReg(m_s, m_t) on each view's mean
+      token m = mean over positions of q (:func:`global_term`). 0 (default) is the paper's
+      objective. Centred tokens leave the image-level content of the features unconstrained
+      (the OT cost sees positions relative to the image mean; variance over batch x positions is
+      met by the variation between positions), so pooled features can stay the same for every
+      image; this term asks the image mean to agree between views and vary between images.
   """
 
   alpha: float = 50.0
@@ -91,10 +97,11 @@ class OTCXRObjectiveConfig:
   location_weight: float = 0.0
   varcov_per_position: bool = False
   alignment: str = "ot"
+  global_weight: float = 0.0
 
   def validate(self) -> OTCXRObjectiveConfig:
     """Returns self, or raises ValueError naming the first invalid field."""
-    for name in ("alpha", "beta", "eta", "location_weight"):
+    for name in ("alpha", "beta", "eta", "location_weight", "global_weight"):
       value = getattr(self, name)
       if not _is_real(value) or not math.isfinite(value) or value < 0:
         raise ValueError(
@@ -184,6 +191,7 @@ def otcxr_loss(
     location_weight: float = OTCXRObjectiveConfig.location_weight,
     varcov_per_position: bool = OTCXRObjectiveConfig.varcov_per_position,
     alignment: str = OTCXRObjectiveConfig.alignment,
+    global_weight: float = OTCXRObjectiveConfig.global_weight,
     location: jax.Array | None = None,
     positions: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -221,7 +229,11 @@ def otcxr_loss(
       raise ValueError("alignment='location_mse' needs the tokens' source-image `positions`")
     align = location_match.location_matched_mse(q_s, q_t, *positions)
     loss = alpha * align + beta * var + eta * cov
-    return loss, {"loss": loss, "location_mse": align, "var": var, "cov": cov}
+    aux = {"location_mse": align, "var": var, "cov": cov}
+    if global_weight:
+      aux["global"] = global_term(q_s, q_t)
+      loss = loss + global_weight * aux["global"]
+    return loss, {"loss": loss, **aux}
   x_s, x_t = (_center(q_s), _center(q_t)) if center_tokens else (q_s, q_t)
   offset = None
   if location_weight:
@@ -240,6 +252,10 @@ def otcxr_loss(
   )
   ot_loss = jnp.mean(result.loss)
   loss = alpha * ot_loss + beta * var + eta * cov
+  extra = {}
+  if global_weight:
+    extra["global"] = global_term(q_s, q_t)
+    loss = loss + global_weight * extra["global"]
   aux = {
       "loss": loss,
       "ot": ot_loss,
@@ -248,5 +264,17 @@ def otcxr_loss(
       "marginal_error": jnp.mean(result.marginal_error),
       "plan_entropy": jnp.mean(result.entropy),
       PLAN_KEY: result.plan,
+      **extra,
   }
+  aux["loss"] = loss
   return loss, aux
+
+
+def global_term(q_s: jax.Array, q_t: jax.Array) -> jax.Array:
+  """VICReg (Bardes et al. 2022, weights 25/25/1) of the two views' mean tokens, ``(B, D)`` each.
+
+  The image-level counterpart of the dense terms: invariance of each image's mean token across
+  the two views, variance and decorrelation of the mean tokens across the batch.
+  """
+  loss, _ = vicreg.vicreg_loss(jnp.mean(q_s, axis=1), jnp.mean(q_t, axis=1))
+  return loss
