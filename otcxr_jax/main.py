@@ -23,6 +23,11 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
 An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint. On
 SIGTERM (preemption) a run saves a checkpoint at the next step boundary and exits with status 0,
 printing the command that resumes it.
+
+An expected failure (``otcxr_jax.errors``: a bad config, a missing manual directory, a split
+without a readable image, ...) prints ``Error: <message>`` and a hint on stderr, without a
+traceback, and exits with status 2; with ``--verbosity`` on the command line (``--verbosity=1``)
+its traceback is shown instead. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/<name>.py).", lock_config=True)
@@ -61,8 +66,25 @@ def default_workdir(config_path: str) -> str:
 
 def main(argv) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:
+  verbose = flags.FLAGS["verbosity"].present
+  if not verbose:
     logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, grain) off by default
+  try:
+    _main()
+  except (errors.UserError, *errors.external_expected()) as e:
+    if verbose:
+      raise
+    exit_on_expected_failure(e)
+
+
+def exit_on_expected_failure(error: BaseException) -> None:
+  """Prints ``Error: <message>`` and a hint to stderr and exits with status 2."""
+  print(f"Error: {error}\n(run with --verbosity=1 for the traceback)", file=sys.stderr,
+        flush=True)
+  sys.exit(2)
+
+
+def _main() -> None:
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")

@@ -11,9 +11,9 @@ import textwrap
 import pytest
 
 from builders import layouts
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, errors
 from otcxr_jax.data import build
-from tfds_builders.cxr_base import RESOLUTIONS, BuildReport
+from tfds_builders.cxr_base import RESOLUTIONS, BuildReport, ManualDirError, OptionError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -24,16 +24,16 @@ def rsna_download(tmp_path_factory):
   return manual, layouts.rsna(manual)
 
 
-def test_build_dataset_returns_and_saves_the_report(rsna_download, tmp_path, capsys):
+def test_build_dataset_returns_and_saves_the_report(rsna_download, tmp_path):
   manual, truth = rsna_download
   report = build.build_dataset("rsna_pneumonia", config="32", data_dir=str(tmp_path),
                                manual_dir=str(manual))
   version_dir = tmp_path / "rsna_pneumonia" / "32" / "1.0.0"
+  assert build.dataset_dir("rsna_pneumonia", config="32", data_dir=str(tmp_path)) == version_dir
   assert isinstance(report, BuildReport)
   assert report == BuildReport.read(version_dir)
   assert report.manual_dir == str(manual) and report.config == "32"
   assert sum(report.splits[s].images for s in ("train", "validation", "test")) == len(truth.labels)
-  assert str(version_dir) in capsys.readouterr().out
   shards = sorted(version_dir.glob("*.array_record-*"))
   assert len(shards) == 5
   # The metadata saved with the dataset carries the class names and a summary of the report.
@@ -49,12 +49,20 @@ def test_build_dataset_returns_and_saves_the_report(rsna_download, tmp_path, cap
 
 
 def test_build_dataset_bad_arguments(tmp_path):
-  with pytest.raises(ValueError, match="(?s)--config.data.manual_dir.*Kaggle"):
+  # Each an expected failure (printed without a traceback) that names what to change.
+  expected = (errors.UserError, *errors.external_expected())
+  with pytest.raises(config_lib.ConfigError,
+                     match="--config.data.manual_dir=.*docs/datasets.md, section `vinbig_cxr`"):
     build.build_dataset("vinbig_cxr", config="224", data_dir=str(tmp_path), manual_dir=None)
-  with pytest.raises(ValueError, match="unknown dataset 'chexpert'"):
+  with pytest.raises(config_lib.ConfigError, match="unknown dataset 'chexpert'"):
     build.build_dataset("chexpert", config="224", data_dir=str(tmp_path), manual_dir="x")
-  with pytest.raises(ValueError, match="config must be a resolution"):
+  with pytest.raises(OptionError, match="config must be a resolution.*got 'large'") as e:
     build.build_dataset("vinbig_cxr", config="large", data_dir=str(tmp_path), manual_dir="x")
+  assert isinstance(e.value, expected) and isinstance(e.value, ValueError)
+  with pytest.raises(ManualDirError, match=f"{tmp_path / 'x'} does not exist"):
+    build.build_dataset("vinbig_cxr", config="224", data_dir=str(tmp_path),
+                        manual_dir=str(tmp_path / "x"))
+  assert not (tmp_path / "vinbig_cxr" / "224").exists()  # stopped before TFDS started
 
 
 @pytest.mark.parametrize("name", build.REAL_DATASETS)
@@ -73,12 +81,18 @@ def test_build_config_files(name):
   assert builder.config_for(config.data.config).resolution == 224
 
 
-def test_configs_of_any_resolution():
+def test_configs_of_any_resolution(tmp_path):
   builder = build.builder_class("siim_acr_pneumothorax")
   assert builder.config_for("512") is builder.builder_configs["512"]
   assert builder.config_for(40).resolution == 40
-  with pytest.raises(ValueError, match="integer >= 8"):
+  with pytest.raises(OptionError, match="integer >= 8"):
     builder.config_for("4")
+  # By name too, as `tfds build --config=40` passes it.
+  assert builder(config="40", data_dir=str(tmp_path)).builder_config.resolution == 40
+  assert builder(config="256", data_dir=str(tmp_path)).builder_config is (
+      builder.builder_configs["256"])
+  with pytest.raises(OptionError, match="got 'big'"):
+    builder(config="big", data_dir=str(tmp_path))
 
 
 def _run(code: str, *args: str) -> subprocess.CompletedProcess:
