@@ -1,7 +1,9 @@
 """``python -m otcxr_jax.predict``: DICOM and PNG read as the builders store them, the evaluation
-pipeline's probabilities, the JSON schema, heatmap PNGs, and errors that name their input."""
+pipeline's probabilities, the JSON schema, heatmap PNGs, directories, and failures that name their
+input in one line while every other file is still scored."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -96,7 +98,9 @@ def test_json_output_schema_and_heatmaps(run, tmp_path, capsys):
                        "--out", str(out)]) == 0
   result = json.loads(capsys.readouterr().out)
   classes = list(datasets.class_names(config))
-  assert set(result) == {"checkpoint", "dataset", "image_size", "classes", "predictions"}
+  assert set(result) == {"checkpoint", "dataset", "image_size", "classes", "predictions",
+                         "errors"}
+  assert result["errors"] == []
   assert result["checkpoint"] == str((root / "finetune").resolve())
   assert result["dataset"] == "synthetic_cxr/32_p16" and result["image_size"] == 32
   assert result["classes"] == classes
@@ -119,25 +123,121 @@ def test_json_output_schema_and_heatmaps(run, tmp_path, capsys):
   assert table[2:2 + len(classes)] == [f"| {c} | {first[c]:.3f} |" for c in classes]
 
 
-def test_errors_name_their_input(run, tmp_path, capsys):
+def _noise_png(path, seed: int, shape=(40, 40)):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)).save(path)
+  return path
+
+
+def _error_lines(err: str) -> list[str]:
+  """stderr without its closing summary line (``'<n> failed (above), <m> scored.'``)."""
+  lines = err.splitlines()
+  assert lines and lines[-1].endswith("scored."), err
+  return lines[:-1]
+
+
+def test_a_bad_file_is_named_and_the_others_are_still_scored(run, tmp_path, capsys):
   config, root = run
-  good = tmp_path / "good.png"
-  Image.fromarray(np.zeros((8, 8), np.uint8)).save(good)
+  good, good2 = _noise_png(tmp_path / "good.png", 1), _noise_png(tmp_path / "good2.png", 2)
+  bad = tmp_path / "bad.png"
+  bad.write_text("not an image")
+  argv = ["--checkpoint", str(root / "finetune"), "--out", str(tmp_path / "heatmaps")]
+  assert predict.main([*argv, "--json", str(good), str(bad), str(good2)]) == 1
+  captured = capsys.readouterr()
+  result = json.loads(captured.out)
+  assert [p["file"] for p in result["predictions"]] == [str(good), str(good2)]
+  assert all(p["heatmap"] for p in result["predictions"])
+  reason = "cannot read it as a DICOM, PNG or JPEG image (UnidentifiedImageError: cannot " \
+           "identify image file)."
+  assert result["errors"] == [{"file": str(bad), "error": reason}]
+  assert _error_lines(captured.err) == [f"{bad}: {reason}"]
+  assert captured.err.splitlines()[-1] == "1 failed (above), 2 scored."
+  # The same probabilities as each good file alone.
+  alone = predict.predict(root / "finetune", [good2])["predictions"][0]["probabilities"]
+  assert result["predictions"][1]["probabilities"] == pytest.approx(alone, abs=1e-6)
+
+  assert predict.main([*argv, str(good), str(bad), str(good2)]) == 1
+  captured = capsys.readouterr()
+  assert captured.out.splitlines()[0] == "| class | good.png | good2.png |"
+  assert _error_lines(captured.err) == [f"{bad}: {reason}"]
+  assert "Traceback" not in captured.err
+
+  assert predict.main([*argv, "--verbose", str(bad)]) == 1
+  err = capsys.readouterr().err
+  assert "Traceback" in err and "UnidentifiedImageError" in err and f"{bad}: {reason}" in err
+
+
+def test_a_directory_stands_for_its_images_sorted(run, tmp_path, capsys):
+  config, root = run
+  folder = tmp_path / "folder"
+  files = [_noise_png(folder / "b.png", 3), _noise_png(folder / "a.PNG", 4)]
+  (folder / "notes.txt").write_text("not an image")
+  _noise_png(folder / "nested" / "c.png", 5)  # subdirectories are not searched
+  assert predict.main(["--checkpoint", str(root / "finetune"), str(folder), "--json",
+                       "--out", str(tmp_path / "heatmaps")]) == 0
+  captured = capsys.readouterr()
+  result = json.loads(captured.out)
+  assert [p["file"] for p in result["predictions"]] == [str(files[1]), str(files[0])]
+  assert result["errors"] == [] and captured.err == ""
+
+
+def test_missing_and_empty_inputs_are_named_in_one_line(run, tmp_path, capsys):
+  config, root = run
+  good = _noise_png(tmp_path / "good.png", 6)
+  empty, absent = tmp_path / "empty", tmp_path / "absent.dcm"
+  empty.mkdir()
+  (empty / "readme.txt").write_text("no images here")
+  assert predict.main(["--checkpoint", str(root / "finetune"), str(empty), str(absent), str(good),
+                       "--out", str(tmp_path / "heatmaps")]) == 1
+  captured = capsys.readouterr()
+  assert _error_lines(captured.err) == [
+      f"{empty}: no .png, .jpg, .jpeg, .dcm or .dicom file in this directory (its "
+      f"subdirectories are not searched).",
+      f"{absent}: no such file or directory."]
+  assert captured.out.splitlines()[0] == "| class | good.png |"
+
+
+def test_usage_errors_stop_with_one_line(run, tmp_path, capsys):
+  config, root = run
+  good = _noise_png(tmp_path / "good.png", 7, (8, 8))
   missing_dir = tmp_path / "no_such_run"
   assert predict.main(["--checkpoint", str(missing_dir), str(good)]) == 2
-  assert f"--checkpoint {missing_dir}: no such directory" in capsys.readouterr().err
-
-  broken = tmp_path / "broken.png"
-  broken.write_text("not an image")
-  assert predict.main(["--checkpoint", str(root / "finetune"), str(good), str(broken)]) == 2
-  err = capsys.readouterr().err
-  assert f"{broken}: cannot read it as a DICOM, PNG or JPEG image" in err
-
-  absent = tmp_path / "absent.dcm"
-  assert predict.main(["--checkpoint", str(root / "finetune"), str(absent)]) == 2
-  assert f"{absent}: no such file." in capsys.readouterr().err
+  assert capsys.readouterr().err == (f"Error: --checkpoint {missing_dir}: no such directory "
+                                     f"(expected the workdir of a fine-tuning run).\n")
 
   (tmp_path / "pretrain_run").mkdir()
   (tmp_path / "pretrain_run" / "config.json").write_text(json.dumps({"mode": "pretrain"}))
   assert predict.main(["--checkpoint", str(tmp_path / "pretrain_run"), str(good)]) == 2
-  assert "is a 'pretrain' run's config" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert err.startswith("Error: --checkpoint ") and "is a 'pretrain' run's config" in err
+  assert len(err.splitlines()) == 1
+
+  with pytest.raises(predict.PredictError, match="no such directory"):
+    predict.main(["--checkpoint", str(missing_dir), str(good), "--verbose"])
+
+  with pytest.raises(predict.FileError, match="a directory"):
+    predict.load_image(tmp_path, 32)
+
+
+def test_batches_keep_the_order_and_the_numbers(run, tmp_path, monkeypatch):
+  """Files are decoded and scored a batch at a time: across batches, the same probabilities in
+  the same order as one batch, and heatmap names numbered over the whole run."""
+  config, root = run
+  files = [_noise_png(tmp_path / f"{i}" / ("a.png" if i in (0, 3) else f"f{i}.png"), 10 + i)
+           for i in range(5)]
+  bad = tmp_path / "2" / "bad.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  inputs = files[:2] + [bad] + files[2:]
+  whole = predict.predict(root / "finetune", inputs, out=tmp_path / "whole")
+  monkeypatch.setattr(predict, "MAX_BATCH", 2)
+  failed = []
+  batched = predict.predict(root / "finetune", inputs, out=tmp_path / "batched",
+                            on_error=lambda *args: failed.append(args[:2]))
+  assert [p["file"] for p in batched["predictions"]] == [str(f) for f in files]
+  for a, b in zip(batched["predictions"], whole["predictions"]):
+    assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+  assert [pathlib.Path(p["heatmap"]).name for p in batched["predictions"]] == [
+      "a_heatmap.png", "f1_heatmap.png", "f2_heatmap.png", "a_2_heatmap.png", "f4_heatmap.png"]
+  assert len(failed) == 1 and failed[0][0] == str(bad)
+  assert failed[0][1].startswith("cannot read it as a DICOM, PNG or JPEG image (")
+  assert batched["errors"] == whole["errors"] == [{"file": str(bad), "error": failed[0][1]}]
