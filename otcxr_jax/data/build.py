@@ -88,7 +88,7 @@ def build_dataset(name: str, *, config: str, data_dir: str, manual_dir: str | No
 
 
 def main(argv: Sequence[str]) -> None:
-  """``tfds build`` (its ``build`` command, same arguments) without the launcher's imports.
+  """TFDS's ``build`` command (the ``tfds`` launcher's, same arguments) without the launcher.
 
   ``--config`` takes any integer resolution (the builders make a config for it). An expected
   failure exits with status 2 after one line on stderr, or shows its traceback with

@@ -1,5 +1,6 @@
-"""The two documented ways to build (``build_dataset`` / the build configs, and ``tfds build``'s
-command), resolution configs, and building and reading without TensorFlow."""
+"""The two documented ways to build (``build_dataset`` / the build configs, and TFDS's build
+command through ``python -m otcxr_jax.data.build``), resolution configs, and building and
+reading without TensorFlow."""
 
 import importlib.util
 import json
@@ -87,7 +88,7 @@ def test_configs_of_any_resolution(tmp_path):
   assert builder.config_for(40).resolution == 40
   with pytest.raises(OptionError, match="integer >= 8"):
     builder.config_for("4")
-  # By name too, as `tfds build --config=40` passes it.
+  # By name too, as TFDS's build command passes `--config=40`.
   assert builder(config="40", data_dir=str(tmp_path)).builder_config.resolution == 40
   assert builder(config="256", data_dir=str(tmp_path)).builder_config is (
       builder.builder_configs["256"])

@@ -129,8 +129,8 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       "Seeded patient-disjoint split: 70% train, 15% validation, 15% test of the patients.")
 
   def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    # A resolution without a predefined config (``config="64"``, as ``tfds build --config=64``
-    # passes it) gets a config of its own, as ``config_for`` makes it.
+    # A resolution without a predefined config (``config="64"``, as TFDS's build command passes
+    # ``--config=64``) gets a config of its own, as ``config_for`` makes it.
     config = kwargs.get("config")
     if isinstance(config, (str, int)) and str(config) not in self.builder_configs:
       kwargs["config"] = self.config_for(config)

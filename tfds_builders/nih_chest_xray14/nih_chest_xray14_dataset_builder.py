@@ -9,7 +9,8 @@ import numpy as np
 
 from tfds_builders import cxr_base
 from tfds_builders.cxr_base import splits
-# Relative: `tfds build tfds_builders/nih_chest_xray14` imports this package as `nih_chest_xray14`.
+# Relative: TFDS's build command (`python -m otcxr_jax.data.build tfds_builders/nih_chest_xray14`)
+# imports this package as `nih_chest_xray14`.
 from . import annotations as nih
 
 CLASS_NAMES = nih.CLASS_NAMES

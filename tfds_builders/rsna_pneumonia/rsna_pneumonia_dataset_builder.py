@@ -7,7 +7,8 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import cxr_base
 
-# Relative: `tfds build tfds_builders/rsna_pneumonia` imports this package as `rsna_pneumonia`.
+# Relative: TFDS's build command (`python -m otcxr_jax.data.build tfds_builders/rsna_pneumonia`)
+# imports this package as `rsna_pneumonia`.
 from . import annotations as rsna
 
 CLASS_NAMES = rsna.CLASS_NAMES

@@ -11,7 +11,9 @@ from otcxr_jax.data import dicom
 from tfds_builders import cxr_base
 from tfds_builders.cxr_base import images, report
 
-# Relative: `tfds build tfds_builders/siim_acr_pneumothorax` imports this package by its name.
+# Relative: TFDS's build command
+# (`python -m otcxr_jax.data.build tfds_builders/siim_acr_pneumothorax`) imports this package by
+# its name.
 from . import annotations as siim
 
 CLASS_NAMES = siim.CLASS_NAMES

@@ -9,7 +9,8 @@ from PIL import Image
 from tfds_builders import cxr_base
 from tfds_builders.cxr_base import images
 
-# Relative: `tfds build tfds_builders/vinbig_cxr` imports this package as `vinbig_cxr`.
+# Relative: TFDS's build command (`python -m otcxr_jax.data.build tfds_builders/vinbig_cxr`)
+# imports this package as `vinbig_cxr`.
 from . import annotations as vinbig
 
 CLASS_NAMES = vinbig.CLASS_NAMES
