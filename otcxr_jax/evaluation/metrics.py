@@ -151,18 +151,9 @@ def bootstrap_auc_ci(labels: ArrayLike, scores: ArrayLike, *, num_samples: int =
     raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
   if not 0.0 < alpha < 1.0:
     raise ValueError(f"alpha must be in (0, 1), got {alpha!r}.")
-  n, k = y.shape
-  groups = [_tie_groups(s[:, c]) for c in range(k)]
+  k = y.shape[1]
   defined = ~np.isnan(per_class_auc(y, s))
-  rng = np.random.default_rng(seed)
-  replicates = np.empty((num_samples, k))
-  for first in range(0, num_samples, _BOOTSTRAP_CHUNK):
-    size = min(_BOOTSTRAP_CHUNK, num_samples - first)
-    rows = rng.integers(0, n, size=(size, n))
-    flat = (rows + n * np.arange(size)[:, None]).ravel()
-    counts = np.bincount(flat, minlength=size * n).reshape(size, n)
-    for c, (order, starts) in enumerate(groups):
-      replicates[first:first + size, c] = _weighted_auc(counts, y[:, c], order, starts)
+  replicates = _bootstrap_replicates(y, s, num_samples, seed)
 
   quantiles = [100 * alpha / 2, 100 * (1 - alpha / 2)]
 
@@ -176,13 +167,54 @@ def bootstrap_auc_ci(labels: ArrayLike, scores: ArrayLike, *, num_samples: int =
   per_class = np.array([interval(replicates[:, c]) if defined[c] else (np.nan, np.nan)
                         for c in range(k)])
   num_valid = np.sum(~np.isnan(replicates), axis=0)
-  if defined.any():
-    kept = replicates[:, defined]
-    means = np.where(np.isnan(kept).any(axis=1), np.nan, kept.mean(axis=1))
-  else:
-    means = np.full(num_samples, np.nan)
+  means = _replicate_means(replicates, defined)
   return AucInterval(per_class=per_class, mean=interval(means), num_valid=num_valid,
                      num_valid_mean=int(np.sum(~np.isnan(means))))
+
+
+def _bootstrap_replicates(y: np.ndarray, s: np.ndarray, num_samples: int, seed: int
+                          ) -> np.ndarray:
+  """``(num_samples, K)`` per-class AUCs of bootstrap resamples of the rows (NaN: undefined)."""
+  n, k = y.shape
+  groups = [_tie_groups(s[:, c]) for c in range(k)]
+  rng = np.random.default_rng(seed)
+  replicates = np.empty((num_samples, k))
+  for first in range(0, num_samples, _BOOTSTRAP_CHUNK):
+    size = min(_BOOTSTRAP_CHUNK, num_samples - first)
+    rows = rng.integers(0, n, size=(size, n))
+    flat = (rows + n * np.arange(size)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=size * n).reshape(size, n)
+    for c, (order, starts) in enumerate(groups):
+      replicates[first:first + size, c] = _weighted_auc(counts, y[:, c], order, starts)
+  return replicates
+
+
+def _replicate_means(replicates: np.ndarray, defined: np.ndarray) -> np.ndarray:
+  """Mean over the ``defined`` classes of each resample (NaN if one of them is undefined)."""
+  if not defined.any():
+    return np.full(len(replicates), np.nan)
+  kept = replicates[:, defined]
+  return np.where(np.isnan(kept).any(axis=1), np.nan, kept.mean(axis=1))
+
+
+def paired_mean_auc_difference(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, *,
+                               num_samples: int = 1000, alpha: float = 0.05, seed: int = 0
+                               ) -> tuple[float, float, float]:
+  """``(difference, low, high)``: mean AUC of ``scores_a`` minus that of ``scores_b`` on the same
+  examples, with a paired percentile-bootstrap interval (both scored on the same resamples of
+  the rows, as :func:`bootstrap_auc_ci` draws them). Tighter than comparing two separate
+  intervals: the images that are hard for both cancel."""
+  y, a = _check_2d(labels, scores_a)
+  _, b = _check_2d(labels, scores_b)
+  defined = ~np.isnan(per_class_auc(y, a)) & ~np.isnan(per_class_auc(y, b))
+  diff = (_replicate_means(_bootstrap_replicates(y, a, num_samples, seed), defined)
+          - _replicate_means(_bootstrap_replicates(y, b, num_samples, seed), defined))
+  diff = diff[~np.isnan(diff)]
+  point = float(np.mean(per_class_auc(y, a)[defined]) - np.mean(per_class_auc(y, b)[defined]))
+  if not diff.size:
+    return point, float("nan"), float("nan")
+  low, high = np.percentile(diff, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+  return point, float(low), float(high)
 
 
 def roc_curve(y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
