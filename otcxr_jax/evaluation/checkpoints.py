@@ -14,7 +14,11 @@ A checkpoint holds the whole train state (model, optimiser, step, PRNG key; see
 
 Before anything is read, the checkpoint's stored tree metadata is compared with the skeleton, so a
 checkpoint of another architecture (width, depth, projector size, optimiser) fails with the first
-differing parameter instead of deep in orbax.
+differing parameter instead of deep in orbax (``checkpoint.CheckpointMismatchError``, a
+ValueError), and a step that cannot be read with ``checkpoint.DamagedCheckpointError`` naming the
+step, the file and why. An evaluation reads the latest step and never falls back to an older one
+(its results would describe another state than the run's last): rerun the run that wrote it,
+which resumes from its newest intact step and writes that step again.
 """
 
 from __future__ import annotations
@@ -32,55 +36,13 @@ from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import state as state_lib
 
-_STATE_ITEM = "state"  # the Composite item name the train state is saved under
-# Order in which a mismatch is looked for: the encoder, the other modules, the optimiser and rest.
-_MISMATCH_ORDER = ("params/encoder/", "model_state/encoder/", "params/", "model_state/")
+_PRETRAIN_HINT = ("Set config.model (and config.optim) to the pretraining run's values (see its "
+                  "config.json).")
 
 
 def default_checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
   """``<workdir>/checkpoints/pretrain``: where ``pretrain.run`` saves its checkpoints."""
   return epath.Path(workdir) / "checkpoints" / pretrain.RUN_NAME
-
-
-def _key_name(key) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _shapes(tree) -> dict[str, tuple[int, ...]]:
-  """``{'params/encoder/stem/conv/kernel': shape, ...}`` of a state tree or its orbax metadata."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    names = [_key_name(k) for k in path]
-    if names[-1] == "value":  # nnx.Variable's array field
-      names = names[:-1]
-    out["/".join(names)] = tuple(leaf.shape)
-  return out
-
-
-_PRETRAIN_HINT = ("Set config.model (and config.optim) to the pretraining run's values (see its "
-                  "config.json).")
-
-
-def _check_matches(stored: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]],
-                   where: epath.Path, hint: str = _PRETRAIN_HINT) -> None:
-  """Raises ValueError at the first path whose presence or shape differs.
-
-  Paths are visited in the groups of ``_MISMATCH_ORDER`` (each in sorted order), so the message
-  names a model parameter rather than the optimiser state that mirrors it.
-  """
-  group = lambda p: next((i for i, g in enumerate(_MISMATCH_ORDER) if p.startswith(g)),
-                         len(_MISMATCH_ORDER))
-  paths = sorted(expected.keys() | stored.keys(), key=lambda p: (group(p), p))
-  for path in paths:
-    if stored.get(path) != expected.get(path):
-      describe = lambda s: "absent" if s is None else f"shape {s}"
-      raise ValueError(
-          f"Checkpoint {where} does not match the model of the config: parameter '{path}' is "
-          f"{describe(stored.get(path))} in the checkpoint but {describe(expected.get(path))} in "
-          f"the config's model. {hint}")
 
 
 def latest_checkpoint(checkpoint_dir: str | epath.PathLike, *, source: str
@@ -121,6 +83,7 @@ def load_pretrained_encoder(config: ml_collections.ConfigDict,
     FileNotFoundError: ``checkpoint_dir`` does not exist or holds no checkpoint.
     ValueError: the checkpoint's tree differs from the config's train state (a parameter is
       missing, extra or of another shape); the message names the first such parameter.
+    checkpoint.DamagedCheckpointError: the latest step cannot be read.
   """
   directory, step = latest_checkpoint(
       checkpoint_dir, source="config probe.checkpoint_dir; run pretraining first")
@@ -130,11 +93,8 @@ def load_pretrained_encoder(config: ml_collections.ConfigDict,
     tx, _ = pretrain.make_optimizer(config)
     rng = jax.random.key_data(jax.random.key(config.seed + 1))
     graphdef, state = state_lib.create_train_state(model, tx, rng)
-    abstract = ckpt_lib.abstract_like(state)
-    step_dir = directory / str(step)
-    stored = ocp.StandardCheckpointHandler().metadata(step_dir / _STATE_ITEM)
-    _check_matches(_shapes(stored), _shapes(abstract), step_dir)
-    restored = checkpointer.restore(abstract, step=step)
+    restored = checkpointer.restore(ckpt_lib.abstract_like(state), step=step,
+                                    hint=_PRETRAIN_HINT)
   finally:
     checkpointer.close()
   return state_lib.eval_model(graphdef, restored).encoder
@@ -204,6 +164,7 @@ def restore_module(module: nnx.Module, checkpoint_dir: str | epath.PathLike, *,
     FileNotFoundError: ``checkpoint_dir`` does not exist or holds no checkpoint.
     ValueError: the checkpoint holds no ``under`` module, or one of its variables is missing,
       extra or of another shape; the message names the first such parameter path.
+    checkpoint.DamagedCheckpointError: the step cannot be read.
   """
   if step is None:
     directory, step = latest_checkpoint(checkpoint_dir, source=source)
@@ -214,21 +175,25 @@ def restore_module(module: nnx.Module, checkpoint_dir: str | epath.PathLike, *,
   inner = f"{under}/" if under else ""
   variables = {**_flat_variables(params, f"params/{inner}"),
                **_flat_variables(rest, f"model_state/{inner}")}
-  stored = _shapes(ocp.StandardCheckpointHandler().metadata(step_dir / _STATE_ITEM))
+  stored = ckpt_lib.stored_shapes(step_dir, step)
   prefixes = (f"params/{inner}", f"model_state/{inner}")
   stored = {k: v for k, v in stored.items() if k.startswith(prefixes)}
   if under and not stored:
-    raise ValueError(f"Checkpoint {step_dir} holds no '{under}' module (no 'params/{under}/...' "
-                     f"or 'model_state/{under}/...' arrays).")
+    raise ckpt_lib.CheckpointMismatchError(
+        f"Checkpoint {step_dir} holds no '{under}' module (no 'params/{under}/...' or "
+        f"'model_state/{under}/...' arrays).")
   expected = {k: tuple(v.get_value().shape) for k, v in variables.items()}
-  _check_matches(stored, expected, step_dir, hint)
+  ckpt_lib.check_matches(stored, expected, step_dir, hint)
   item = _nested({f"{k}/value": jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype)
                   for k, v in variables.items()})
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
   checkpointer = ocp.PyTreeCheckpointer()
   try:
-    restored = checkpointer.restore(step_dir / _STATE_ITEM, args=ocp.args.PyTreeRestore(
+    restored = checkpointer.restore(step_dir / ckpt_lib.STATE_ITEM, args=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ckpt_lib.DamagedCheckpointError(step, step_dir,
+                                          ckpt_lib.failure_reason(e, step_dir)) from e
   finally:
     checkpointer.close()
   for path, var in variables.items():

@@ -196,8 +196,13 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
 
   checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints" / name,
                                        save_every=config.checkpoint_every,
-                                       max_to_keep=config.max_to_keep)
-  restored = checkpointer.restore(ckpt_lib.abstract_like(state), batches)
+                                       max_to_keep=config.max_to_keep, cleanup_tmp=True)
+  try:
+    restored, _ = checkpointer.restore_newest_intact(ckpt_lib.abstract_like(state), batches,
+                                                     name=name)
+  except BaseException:
+    checkpointer.close()
+    raise
   resumed_from = None
   if restored is not None:
     state, resumed_from = restored, int(restored.step)
