@@ -221,7 +221,9 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
           f"step {checkpointer.latest_step} in {checkpointer.directory} (the update of step "
           f"{at_step} was not applied; train.on_nonfinite='skip' goes on without it)")
 
-  log = MetricLog(workdir, name, tensorboard=config.tensorboard)
+  # Records after the restored step were logged by a run that did not checkpoint them: dropped,
+  # this run logs those steps again.
+  log = MetricLog(workdir, name, tensorboard=config.tensorboard, resumed_from=resumed_from or 0)
   progress = Progress(total_steps=config.num_steps, examples_per_step=global_batch_size,
                       name=name)
   history: list[dict[str, float]] = []
@@ -242,6 +244,7 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
           jax.block_until_ready(metrics)
           progress.start(step)
         last = step == config.num_steps
+        record = {}  # this step's logged values: one record per step
         if step % config.log_every == 0 or last:
           check_finite(*pending)
           scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -252,19 +255,19 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
             scalars["learning_rate"] = float(schedule(step - 1))
           if jax.process_index() == 0:
             print(line, flush=True)
-          log.write(step, scalars)
-          history.append({"step": step, **scalars})
+          record.update(scalars)
         if config.hook_every and step % config.hook_every == 0:
           for hook in hooks:
             try:
               extra = hook(step, graphdef, state)
             except StopTraining as stop:
               extra, stopped_early = stop.extra, stop.reason
-            if extra:
-              log.write(step, extra)
-              history.append({"step": step, **extra})
+            record.update(extra or {})
             if stopped_early:
               break
+        if record:
+          log.write(step, record)
+          history.append({"step": step, **record})
         if stopped_early and jax.process_index() == 0:
           print(f"[{name}] stopped early at step {step}: {stopped_early}", flush=True)
         periodic = config.checkpoint_every > 0 and step % config.checkpoint_every == 0

@@ -81,8 +81,9 @@ class BestStateHook:
     return self.record.stopped_early
 
   def __call__(self, step: int, graphdef: Any, state: state_lib.TrainState) -> dict[str, float]:
-    if any(e["step"] == step for e in self.record.evaluations):
-      return {}  # already evaluated before a resumption
+    for earlier in self.record.evaluations:
+      if earlier["step"] == step:  # evaluated before a resumption: logged again, not recomputed
+        return self._logged(step, {k: v for k, v in earlier.items() if k != "step"})
     scores = {k: float(v) for k, v in self._evaluate(state_lib.eval_model(graphdef, state)).items()}
     if self.record.metric not in scores:
       raise KeyError(f"evaluate() returned {sorted(scores)}, without the selection metric "
@@ -101,8 +102,7 @@ class BestStateHook:
     r.evaluations.append({"step": step, **scores})
     r.stopped_early = bool(self._patience) and r.since_best >= self._patience
     self._write()
-    logged = {self._prefix + k: v for k, v in scores.items()}
-    logged[self._prefix + "best_" + r.metric] = r.best_value if r.best_value is not None else value
+    logged = self._logged(step, scores)
     if jax.process_index() == 0:
       print(f"[selection] step {step}: {r.metric} {value:.4f} (best {r.best_value:.4f} at step "
             f"{r.best_step})" if r.best_value is not None else
@@ -111,6 +111,16 @@ class BestStateHook:
       raise loop.StopTraining(
           f"no improvement of validation {r.metric} in {self._patience} evaluations (best "
           f"{r.best_value:.4f} at step {r.best_step})", extra=logged)
+    return logged
+
+  def _logged(self, step: int, scores: dict[str, float]) -> dict[str, float]:
+    """The values logged at ``step``: its scores and the best selection metric up to it."""
+    values = [e[self.record.metric] for e in self.record.evaluations if e["step"] <= step]
+    values = [v for v in values if math.isfinite(v)]
+    best = (max(values, key=lambda v: self._sign * v) if values
+            else scores[self.record.metric])
+    logged = {self._prefix + k: v for k, v in scores.items()}
+    logged[self._prefix + "best_" + self.record.metric] = best
     return logged
 
   def _write(self) -> None:

@@ -21,9 +21,15 @@ class MetricLog:
   run's earlier records), then this run's. The text goes to a temporary file renamed over the log,
   so a reader never sees it half-written. Each write costs the size of the file (a few hundred
   bytes a record). Only process 0 writes.
+
+  ``resumed_from``: the step the run restored (0 for a run from the start). Earlier records of
+  later steps were logged after the last checkpoint of an interrupted run; the run logs those
+  steps again, so they are dropped (from the file at the first :meth:`write`), and the log holds
+  each step once after any number of resumptions. ``None`` keeps every earlier record.
   """
 
-  def __init__(self, workdir: str | epath.PathLike, name: str, *, tensorboard: bool = True):
+  def __init__(self, workdir: str | epath.PathLike, name: str, *, tensorboard: bool = True,
+               resumed_from: int | None = None):
     self._active = jax.process_index() == 0
     self.path = epath.Path(workdir) / "metrics" / f"{name}.jsonl"
     self._tmp = self.path.with_name(f"{self.path.name}.tmp")
@@ -33,6 +39,8 @@ class MetricLog:
       self.path.parent.mkdir(parents=True, exist_ok=True)
       if self.path.exists():
         self._lines = [line for line in self.path.read_text().splitlines() if line.strip()]
+        if resumed_from is not None:
+          self._lines = [line for line in self._lines if _step(line) <= resumed_from]
       if tensorboard:
         from clu import metric_writers  # imports TensorFlow: writer process only
         self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard" / name))
@@ -51,6 +59,14 @@ class MetricLog:
     if self._tb is not None:
       self._tb.flush()
       self._tb.close()
+
+
+def _step(line: str) -> float:
+  """The step of a record line; a line that is no record (cut short by a crash) sorts last."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return float("inf")
 
 
 def read_history(path: str | epath.PathLike) -> list[dict[str, float]]:
