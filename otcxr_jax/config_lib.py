@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = "pretrain"
   c.seed = 0
   c.method = "otcxr"               # pretraining method: one of METHODS
+  # A rerun of a workdir with another config than it was started with is refused unless this is
+  # True: then the change is accepted and recorded (training/workdir.py).
+  c.allow_config_change = False
 
   c.data = dict(
       name="synthetic_cxr",        # TFDS dataset name (a package under tfds_builders/)

@@ -24,6 +24,7 @@ from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import features, linear_probe, metrics, report, visualize
 from otcxr_jax.modes import pretrain
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 from otcxr_jax.training.progress import format_duration
 
@@ -39,6 +40,7 @@ def probe_features(config: ml_collections.ConfigDict, encoder, sources) -> dict:
           for k, src in sources.items()}
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)

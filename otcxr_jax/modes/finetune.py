@@ -28,13 +28,14 @@ Evaluation views are whole images resized to ``data.image_size``. Batch size and
 come from ``config.finetune``; the loop's other settings (``log_every``, ``checkpoint_every``,
 ``keep_checkpoints``, ``tensorboard``, ``compute_dtype``, ``on_nonfinite``) from ``config.train``.
 The same command run again resumes an interrupted run; for a finished one it reloads the selected
-state and evaluates test again (the same numbers). The selected classifier is loaded with
-``evaluation.classifier.load_classifier(workdir)``.
+state and evaluates test again (the same numbers). A rerun with another config is refused before
+anything is written (``training/workdir.py``), and so is a workdir holding another mode's run
+(its ``config.json`` is what the classifier is rebuilt from). The selected classifier is loaded
+with ``evaluation.classifier.load_classifier(workdir)``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Callable
@@ -53,6 +54,7 @@ from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = classifier.RUN_NAME
@@ -117,26 +119,15 @@ def validation_evaluator(scorer: classifier.Scorer, source
   return evaluate
 
 
-def _check_workdir(workdir: epath.Path) -> None:
-  """Refuses a workdir that holds another mode's run (its config.json would be overwritten)."""
-  path = workdir / "config.json"
-  if path.exists():
-    mode = json.loads(path.read_text()).get("mode")
-    if mode != RUN_NAME:
-      raise ValueError(f"--workdir {workdir} holds a {mode!r} run ({path}); fine-tune into "
-                       f"another workdir (point config.finetune.checkpoint_dir at that run's "
-                       f"checkpoints).")
-
-
 def _finite_or_none(x: float) -> float | None:
   return x if math.isfinite(x) else None
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
   f = config.finetune
-  _check_workdir(workdir)
   mesh = sharding.make_mesh()
   sharding.check_batch_size(f.batch_size, mesh, field="finetune.batch_size")
   train = datasets.split_source(config, f.split)
@@ -149,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   encoder, origin = initial_encoder(config)
   model = classifier.build_classifier(config, len(class_names), encoder)
-  pretrain.save_config(config, workdir)
+  workdir_lib.save_config(config, workdir)
   tx, schedules = make_optimizer(config)
   batches = pipeline.train_iterator(
       train, global_batch_size=f.batch_size, seed=config.seed,

@@ -17,11 +17,13 @@ from etils import epath
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import checkpoints, knn, summary
 from otcxr_jax.modes import linear_probe
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "knn"
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)

@@ -21,6 +21,7 @@ from flax import nnx
 
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import checkpoints, features, linear_probe, score_files, summary
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "linear_probe"
@@ -41,6 +42,7 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
   return out
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
@@ -48,6 +50,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
          ", ".join(f"{k} {v}" for k, v in origin.items()))
   feats = frozen_features(config, encoder)
+  workdir_lib.save_config(config, workdir)  # before the probes' checkpoints
   p = config.probe
   probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
                            weight_decays=p.weight_decays, num_steps=p.num_steps,

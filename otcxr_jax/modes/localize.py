@@ -58,6 +58,7 @@ from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "localize"
@@ -354,6 +355,7 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
   return sources
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)

@@ -23,6 +23,7 @@ from otcxr_jax.data import pipeline
 from otcxr_jax.modes import pretrain_methods
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import loop, optim
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "pretrain"
@@ -116,14 +117,13 @@ def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:
                          tensorboard=t.tensorboard, on_nonfinite=t.on_nonfinite)
 
 
-def save_config(config: ml_collections.ConfigDict, workdir) -> None:
-  """Writes the run's config next to its checkpoints (evaluations rebuild the model from it)."""
-  if jax.process_index() == 0:
-    path = epath.Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config.to_json_best_effort(indent=2))
+def save_config(config: ml_collections.ConfigDict, workdir) -> epath.Path:
+  """Records the run's config next to its checkpoints (evaluations rebuild the model from it); a
+  rerun is compared with it first (``training/workdir.py``). Returns the record's path."""
+  return workdir_lib.save_config(config, workdir)
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
   save_config(config, workdir)
   source = datasets.split_source(config, config.data.train_split)

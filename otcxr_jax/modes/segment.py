@@ -43,6 +43,7 @@ from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib
 from otcxr_jax.training import state as state_lib
+from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "segment"
@@ -288,6 +289,7 @@ def _train(config, workdir: epath.Path, model, hook: selection.BestStateHook, me
   return graphdef, best, steps
 
 
+@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)
@@ -318,6 +320,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   hook = selection.BestStateHook(workdir, name, evaluate, metric=s.selection_metric,
                                  patience=s.patience)
+  workdir_lib.save_config(config, workdir)  # before the first checkpoint
   graphdef, best, steps = _train(config, workdir, model, hook, mesh, name)
 
   test_source = datasets.split_source(config, config.data.test_split)
