@@ -15,11 +15,16 @@ A fine-tuning run (``modes/finetune.py``) writes ``<workdir>/config.json`` and k
 best validation mean AUC in ``<workdir>/checkpoints/finetune_best``; :func:`load_classifier`
 rebuilds the model from the former and reads the latter. ``encoder(x)`` returns the
 :class:`~otcxr_jax.models.EncoderOutput` (``dense`` last-stage map, ``stages``, ``pooled``) and
-``head`` maps pooled features to logits (``head.linear.kernel`` is ``(C, K)``), which is what
-class-activation heatmaps need. With a ResNet (``pooled`` is the mean of ``dense`` over its
-``h x w`` positions), class ``k``'s activation map is ``CAM = dense @ head.linear.kernel[:, k]``
-(Zhou et al., CVPR 2016), and Grad-CAM of logit ``k`` at ``dense`` is ``relu(CAM) / (h w)``
-(Selvaraju et al., ICCV 2017, Sec. 3.1); a ViT pools its CLS token instead.
+``head`` maps pooled features to logits. The head standardises the pooled features with fixed
+statistics of the fine-tuning split (its ``feature_mean`` and ``feature_std``, computed with the
+encoder fine-tuning started from, :func:`feature_statistics`) before its linear map, so its
+weights act on standardised features; ``head.affine()`` gives the same head as one affine map
+``(kernel (C, K), bias (K,))`` of the raw pooled features, which is what class-activation heatmaps
+and export need. With a ResNet (``pooled`` is the mean of ``dense`` over its ``h x w``
+positions), class ``k``'s activation map is ``CAM = dense @ kernel[:, k]`` and
+``logit_k = bias[k] + mean(CAM)`` (Zhou et al., CVPR 2016), and Grad-CAM of logit ``k`` at
+``dense`` is ``relu(CAM) / (h w)`` (Selvaraju et al., ICCV 2017, Sec. 3.1); a ViT pools its CLS
+token instead.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ class Classifier(nnx.Module):
 
   Attributes:
     encoder: an encoder of ``models.ENCODERS`` (returns an ``EncoderOutput``).
-    head: a :class:`~otcxr_jax.models.LinearClassifier` on the pooled features.
+    head: a :class:`~otcxr_jax.models.LinearClassifier` on the pooled features, which it
+      standardises with its fixed feature statistics (:func:`build_classifier`).
   """
 
   def __init__(self, encoder: nnx.Module, head: LinearClassifier):
@@ -72,12 +78,46 @@ def build_classifier(config: ml_collections.ConfigDict, num_classes: int,
     encoder: the encoder to start from; None builds the one pretraining starts from (random
       initialisation of seed ``config.seed``).
 
-  The head's weights start at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
+  The head standardises its input (identity statistics until ``head.set_standardization``);
+  its weights start at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
   """
   if encoder is None:
     encoder = pretrain.build_encoder(config, nnx.Rngs(config.seed))
-  head = LinearClassifier(encoder.num_features, num_classes, rngs=nnx.Rngs(config.seed + 1))
+  head = LinearClassifier(encoder.num_features, num_classes, standardize=True,
+                          rngs=nnx.Rngs(config.seed + 1))
   return Classifier(encoder, head)
+
+
+def _pooled(graphdef, state, images: jax.Array, *, image_size: int) -> jax.Array:
+  x = augment.center_view(images.astype(jnp.float32) / 255.0, image_size)
+  return nnx.merge(graphdef, state, copy=True)(x).pooled.astype(jnp.float32)
+
+
+def pooled_features(encoder: nnx.Module, source, *, image_size: int, batch_size: int, mesh=None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """``(pooled features (N, C), labels (N, K))`` of every example of ``source``, in order.
+
+  The encoder in evaluation mode sees the views :class:`Scorer` gives the classifier (the whole
+  image resized by ``augment.center_view``), so a head trained on these features computes on
+  them exactly what it computes inside :class:`Classifier`.
+  """
+  encoder.eval()
+  mesh = mesh or sharding.make_mesh()
+  graphdef, state = nnx.split(encoder)
+  state = sharding.replicate(state, mesh)
+  fn = jax.jit(functools.partial(_pooled, graphdef, image_size=image_size))
+  return features.extract(lambda images: fn(state, images), source, batch_size=batch_size,
+                          mesh=mesh)
+
+
+def feature_statistics(pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Per-feature mean and (population) standard deviation of ``(N, C)`` features, in float64
+  and returned as float32: the statistics :class:`~otcxr_jax.models.LinearClassifier`
+  standardises with."""
+  x = np.asarray(pooled, np.float64)
+  if x.ndim != 2 or not len(x):
+    raise ValueError(f"pooled features must be a non-empty (N, C) array, got shape {x.shape}")
+  return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
 
 
 def _probabilities(graphdef, state, images: jax.Array, *, image_size: int) -> jax.Array:
@@ -151,8 +191,9 @@ def load_config(workdir: str | epath.PathLike) -> ml_collections.ConfigDict:
 def load_classifier(workdir: str | epath.PathLike) -> LoadedClassifier:
   """Loads the classifier a fine-tuning run selected on validation.
 
-  Rebuilds the model from ``<workdir>/config.json`` and reads its variables (parameters and
-  BatchNorm statistics) from the checkpoint in ``<workdir>/checkpoints/finetune_best``.
+  Rebuilds the model from ``<workdir>/config.json`` and reads its variables (parameters,
+  BatchNorm statistics and the head's feature statistics) from the checkpoint in
+  ``<workdir>/checkpoints/finetune_best``.
 
   Returns:
     ``(config, encoder, head)``; ``Classifier(encoder, head)`` is the whole model.
@@ -170,5 +211,8 @@ def load_classifier(workdir: str | epath.PathLike) -> LoadedClassifier:
   abstract = nnx.eval_shape(lambda: build_classifier(config, num_classes))
   model, _ = checkpoints.restore_module(
       abstract, best_checkpoint_dir(workdir),
-      source=f"the selected state of the fine-tuning run in {workdir}")
+      source=f"the selected state of the fine-tuning run in {workdir}",
+      hint="Set config.model to the values of the run that wrote it (see its config.json); a "
+           "classifier without the head's feature_mean and feature_std was written before "
+           "fine-tuning standardised its features: run the fine-tuning again.")
   return LoadedClassifier(config, model.encoder, model.head)

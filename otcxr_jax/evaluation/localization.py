@@ -5,7 +5,12 @@ Heatmaps (each a map over the encoder's ``h x w`` dense grid):
 * **CAM** (class activation map; Zhou et al., CVPR 2016) of a classifier whose logits are a
   linear head on average-pooled features,
   :math:`y_k = b_k + \sum_c W_{ck} \frac{1}{hw}\sum_{ij} A_{ijc}` (our ResNet classifiers;
-  ``evaluation/classifier.py``): :math:`\mathrm{CAM}_k = \sum_c W_{ck} A_c`, so that
+  ``evaluation/classifier.py``, whose head standardises the pooled features with fixed
+  statistics: :math:`W` and :math:`b` are then those of ``head.affine()``, the same head as one
+  affine map of the raw pooled features, :math:`W_{ck} = W'_{ck} / s_c` and
+  :math:`b_k = b'_k - \sum_c m_c W'_{ck} / s_c` for the head's weights :math:`W'`, :math:`b'`
+  and feature means :math:`m` and standard deviations :math:`s`):
+  :math:`\mathrm{CAM}_k = \sum_c W_{ck} A_c`, so that
   :math:`y_k = b_k + \mathrm{mean}_{ij}\,\mathrm{CAM}_k`. For this architecture CAM is Grad-CAM
   (Selvaraju et al., ICCV 2017, Eq. 1-2) without its final ReLU: Grad-CAM weights channel ``c``
   by the spatial mean of the gradient, :math:`\alpha^k_c = \frac{1}{hw}\sum_{ij}
@@ -68,7 +73,9 @@ def class_activation_maps(dense: jax.Array, kernel: jax.Array) -> jax.Array:
   Args:
     dense: ``(B, h, w, C)`` last-stage feature maps ``A`` whose spatial mean is the pooled input of
       the head.
-    kernel: ``(C, K)`` head weights ``W`` (``LinearClassifier.linear.kernel``).
+    kernel: ``(C, K)`` head weights ``W`` on the raw pooled features
+      (``LinearClassifier.affine()[0]``, which folds a standardising head's feature statistics
+      in: ``W = linear.kernel / std``).
 
   Returns:
     ``(B, h, w, K)`` float32 maps ``sum_c W[c, k] A[..., c]``; Grad-CAM is ``relu(CAM) / (h w)``.

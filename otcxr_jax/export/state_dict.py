@@ -20,7 +20,11 @@ unbiased one; a factor n/(n-1), n = batch x positions): the exported network com
 what the JAX model computes in evaluation mode.
 
 A classifier head (``models.LinearClassifier`` on the pooled features) is written under the name
-of the architecture's own head (``fc`` / ``head``).
+of the architecture's own head (``fc`` / ``head``) as one affine map of the raw pooled features
+(``LinearClassifier.affine``): a head that standardises its features (fine-tuning's) has its fixed
+feature statistics folded into that weight and bias, so the exported network computes the same
+logits with a plain linear layer. Read back into such a head, the file's map sets its weight and
+bias and identity statistics (mean 0, standard deviation 1).
 """
 
 from __future__ import annotations
@@ -132,8 +136,13 @@ def to_state_dict(encoder: nnx.Module, head: LinearClassifier | None = None
     ValueError: ``encoder`` is of another type, or has a head of its own while ``head`` is given.
   """
   out = {}
+  folded = {}
+  if head is not None:  # the head on the raw pooled features (its standardisation folded in)
+    _, head_name = _namer(encoder)
+    kernel, bias = head.affine()
+    folded = {f"{head_name}.weight": kernel, f"{head_name}.bias": bias}
   for name, (var, transposed) in _entries(encoder, head).items():
-    value = np.asarray(var.get_value())
+    value = np.asarray(folded[name] if name in folded else var.get_value())
     out[name] = np.ascontiguousarray(_weight(value) if transposed else value)
     if (tracked := _tracked(name)) is not None:
       out[tracked] = np.zeros((), np.int64)
@@ -165,3 +174,6 @@ def load_state_dict(state_dict: Mapping[str, np.ndarray], encoder: nnx.Module,
       raise ValueError(f"state dict entry {name!r} has shape {given.shape}; the model expects "
                        f"{tuple(expected)}")
     var.set_value(jnp.asarray(_kernel(given) if transposed else given, current.dtype))
+  if head is not None and head.standardize:  # the file's map is on the raw features
+    head.feature_mean.set_value(jnp.zeros((head.in_dim,), jnp.float32))
+    head.feature_std.set_value(jnp.ones((head.in_dim,), jnp.float32))

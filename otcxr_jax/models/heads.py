@@ -73,23 +73,93 @@ class DenseProjector(nnx.Module):
     return self.out(h).reshape(*lead, self.out_dim).astype(jnp.float32)
 
 
+class FeatureStatistics(nnx.Variable):
+  """Fixed statistics of a module's inputs: not an ``nnx.Param``, so no optimiser updates them
+  (the train state keeps them with the BatchNorm statistics), yet they are checkpointed, restored
+  and exported with the module."""
+
+
 class LinearClassifier(nnx.Module):
   """Linear map from pooled features to class logits (linear probing and fine-tuning).
 
   Weights start at N(0, 0.01^2) and biases at zero, the usual linear-probe initialisation
   (MoCo v3, MAE).
+
+  With ``standardize=True`` the features are first standardised with fixed statistics, the
+  per-feature mean ``m`` and standard deviation ``s`` of a training split
+  (:meth:`set_standardization`; identity until set): ``logits = ((x - m) / s) W + b``, like the
+  BatchNorm without affine parameters that MAE (He et al., CVPR 2022, Sec. A.2) puts before its
+  linear-probe head, but with statistics held fixed rather than tracked. Fine-tuning uses it to
+  start from a linear probe (LP-FT, Kumar et al., ICLR 2022): pooled features of a pretrained
+  encoder can vary little between images compared with their mean, which a head reading raw
+  features barely sees. A feature whose training standard deviation is at most
+  ``STD_FLOOR * (1 + |m|)`` (constant up to float32 rounding) is centred only (``s`` taken as 1).
+  :meth:`affine` gives the same head as one affine map of the raw features (for class activation
+  maps and export).
   """
 
-  def __init__(self, in_dim: int, num_classes: int, *, rngs: nnx.Rngs):
+  #: Relative floor under which a feature counts as constant (centred, not scaled).
+  STD_FLOOR = 1e-6
+
+  def __init__(self, in_dim: int, num_classes: int, *, standardize: bool = False,
+               rngs: nnx.Rngs):
     if in_dim < 1 or num_classes < 1:
       raise ValueError(
           f"in_dim and num_classes must be >= 1, got in_dim={in_dim}, num_classes={num_classes}")
     self.in_dim = in_dim
+    self.standardize = standardize
     self.linear = nnx.Linear(in_dim, num_classes, kernel_init=normal(0.01),
                              rngs=rngs)
+    if standardize:
+      self.feature_mean = FeatureStatistics(jnp.zeros((in_dim,), jnp.float32))
+      self.feature_std = FeatureStatistics(jnp.ones((in_dim,), jnp.float32))
+
+  def set_standardization(self, mean, std) -> None:
+    """Sets the fixed statistics: ``(in_dim,)`` per-feature mean and standard deviation.
+
+    Raises:
+      ValueError: the head does not standardise, or ``mean``/``std`` are not finite ``(in_dim,)``
+        arrays with ``std >= 0``.
+    """
+    if not self.standardize:
+      raise ValueError("this LinearClassifier was built with standardize=False")
+    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+    for name, value in (("mean", mean), ("std", std)):
+      if value.shape != (self.in_dim,) or not bool(jnp.isfinite(value).all()):
+        raise ValueError(f"{name} must be a finite ({self.in_dim},) array, got shape "
+                         f"{value.shape}")
+    if bool((std < 0).any()):
+      raise ValueError("std must be >= 0")
+    self.feature_mean.set_value(mean)
+    self.feature_std.set_value(std)
+
+  def _mean_and_scale(self) -> tuple[jax.Array, jax.Array]:
+    mean, std = self.feature_mean[...], self.feature_std[...]
+    constant = std <= self.STD_FLOOR * (1.0 + jnp.abs(mean))
+    return mean, jnp.where(constant, 1.0, std)
+
+  def standardize_features(self, features: jax.Array) -> jax.Array:
+    """The head's input as its linear map reads it: standardised, or unchanged without
+    standardisation."""
+    features = jnp.asarray(features, jnp.float32)
+    if not self.standardize:
+      return features
+    mean, scale = self._mean_and_scale()
+    return (features - mean) / scale
+
+  def affine(self) -> tuple[jax.Array, jax.Array]:
+    """``(kernel (in_dim, K), bias (K,))`` with ``logits = features @ kernel + bias`` on the raw
+    features: ``W / s`` and ``b - (m / s) W`` (``W`` and ``b`` themselves without
+    standardisation)."""
+    kernel, bias = self.linear.kernel[...], self.linear.bias[...]
+    if not self.standardize:
+      return kernel, bias
+    mean, scale = self._mean_and_scale()
+    folded = kernel / scale[:, None]
+    return folded, bias - mean @ folded
 
   def __call__(self, features: jax.Array) -> jax.Array:
     """Maps ``(B, in_dim)`` features to ``(B, num_classes)`` float32 logits."""
     if features.ndim != 2 or features.shape[-1] != self.in_dim:
       raise ValueError(f"features must have shape (B, {self.in_dim}), got {features.shape}")
-    return self.linear(features.astype(jnp.float32))
+    return self.linear(self.standardize_features(features))

@@ -143,7 +143,7 @@ def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.nda
   def fn(state, images):
     model = nnx.merge(graphdef, state, copy=True)
     dense = model.encoder(eval_view(images, size)).dense
-    return localization.class_activation_maps(dense, model.head.linear.kernel[...])
+    return localization.class_activation_maps(dense, model.head.affine()[0])
 
   return lambda images: np.asarray(fn(state, images))
 
