@@ -3,7 +3,9 @@
     python -m otcxr_jax.main --config configs/knn_synthetic.py --workdir workdirs/knn_synthetic
 
 Reads the latest checkpoint of workdirs/demo/checkpoints/pretrain with the demo's model; the
-training split is the neighbour bank. The random-init floor: `--config.probe.init=random`.
+training split is the neighbour bank, similarity the cosine of pooled features centred on the
+bank's mean (DINO's weighted vote, k = 20, T = 0.07). The random-init floor:
+`--config.probe.init=random`.
 """
 
 from configs import demo

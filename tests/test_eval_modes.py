@@ -1,12 +1,15 @@
-"""Evaluation modes: pretrained-encoder loading, weighted kNN, linear_probe and knn end to end."""
+"""Evaluation modes: pretrained-encoder loading, weighted kNN on centred features (against numpy
+and a hand-computed case), linear_probe and knn end to end."""
 
 import json
+import math
 import re
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
+from sklearn.metrics import roc_auc_score
 
 from otcxr_jax import config_lib
 from otcxr_jax.evaluation import checkpoints, knn
@@ -16,7 +19,12 @@ from otcxr_jax.modes import pretrain
 from tests.tiny import tiny_config
 
 
-def _numpy_knn(bank, bank_y, queries, k, temperature):
+def _numpy_knn(bank, bank_y, queries, k, temperature, center=True):
+  """DINO's weighted kNN vote in float64 numpy, features centred on the bank's mean first."""
+  bank, queries = np.asarray(bank, np.float64), np.asarray(queries, np.float64)
+  if center:
+    mean = bank.mean(axis=0)
+    bank, queries = bank - mean, queries - mean
   bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
   queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
   scores = np.zeros((len(queries), bank_y.shape[1]))
@@ -28,18 +36,40 @@ def _numpy_knn(bank, bank_y, queries, k, temperature):
   return scores
 
 
+@pytest.mark.parametrize("center", [True, False])
 @pytest.mark.parametrize("k,temperature,batch_size", [(1, 0.07, 7), (5, 0.07, 16), (12, 0.5, 4)])
-def test_knn_scores_match_numpy(k, temperature, batch_size):
+def test_knn_scores_match_numpy(k, temperature, batch_size, center):
   rng = np.random.default_rng(k)
-  bank = rng.normal(size=(40, 6)) * rng.uniform(0.5, 3.0, size=(40, 1))  # norms must not matter
+  # A common component far larger than the differences between examples, as in pooled features.
+  offset = rng.uniform(5.0, 10.0, size=6)
+  bank = offset + rng.normal(size=(40, 6)) * rng.uniform(0.5, 3.0, size=(40, 1))
   bank_y = (rng.uniform(size=(40, 3)) < 0.4).astype(np.float32)
-  queries = rng.normal(size=(23, 6))
+  queries = offset + rng.normal(size=(23, 6))
   got = knn.knn_scores(bank, bank_y, queries, k=k, temperature=temperature,
-                       batch_size=batch_size)
-  np.testing.assert_allclose(got, _numpy_knn(bank, bank_y, queries, k, temperature),
+                       batch_size=batch_size, center=center)
+  np.testing.assert_allclose(got, _numpy_knn(bank, bank_y, queries, k, temperature, center),
                              rtol=1e-4, atol=1e-5)
   if k == 1:  # the nearest neighbour's labels
-    np.testing.assert_array_equal(got, _numpy_knn(bank, bank_y, queries, 1, 1.0))
+    np.testing.assert_array_equal(got, _numpy_knn(bank, bank_y, queries, 1, 1.0, center))
+
+
+def test_knn_centres_on_the_bank_mean_by_hand():
+  # Bank around (10, 10): centred, the four unit directions +x, -x, +y, -y.
+  bank = np.array([[11.0, 10.0], [9.0, 10.0], [10.0, 11.0], [10.0, 9.0]])
+  labels = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+  query = np.array([[10.5, 10.2]])  # centred (0.5, 0.2)
+  got = knn.knn_scores(bank, labels, query, k=2, temperature=0.5)
+  # Cosines with the bank: 0.5/r, -0.5/r, 0.2/r, -0.2/r (r = |(0.5, 0.2)|); the 2 nearest are
+  # +x (labels 1, 0) and +y (labels 0, 1), with weights exp(0.5/r/T) and exp(0.2/r/T).
+  r = math.hypot(0.5, 0.2)
+  w_x, w_y = math.exp(0.5 / r / 0.5), math.exp(0.2 / r / 0.5)
+  np.testing.assert_allclose(got, [[w_x / (w_x + w_y), w_y / (w_x + w_y)]], rtol=1e-5)
+  # A shift of every feature leaves centred scores unchanged; the plain cosine it changes.
+  shifted = knn.knn_scores(bank + 100.0, labels, query + 100.0, k=2, temperature=0.5)
+  np.testing.assert_allclose(shifted, got, rtol=1e-4)
+  plain = knn.knn_scores(bank + 100.0, labels, query + 100.0, k=2, temperature=0.5,
+                         center=False)
+  assert not np.allclose(plain, got, atol=0.05)
 
 
 def test_knn_rejects_k_larger_than_bank():
@@ -142,6 +172,16 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
       n_val = len(datasets.split_source(c, c.data.val_split))
       _check_summary(result["validation"], class_names, n_val)
       assert result["k"] == 5 and result["bank_size"] == 32
+      # The AUCs of the numpy reference's scores on the same frozen features (sklearn).
+      encoder, _ = checkpoints.probe_encoder(c, workdir)
+      feats = linear_probe_mode.frozen_features(c, encoder)
+      for split in ("validation", "test"):
+        scores = _numpy_knn(*feats["train"], feats[split][0], 5, c.knn.temperature)
+        labels = feats[split][1]
+        for j, name in enumerate(class_names):
+          expected = (roc_auc_score(labels[:, j], scores[:, j])
+                      if 0 < labels[:, j].sum() < len(labels) else None)
+          assert result[split]["per_class_auc"][name] == pytest.approx(expected, abs=1e-6)
     else:
       assert result["checkpoint_dir"] == c.probe.checkpoint_dir
       assert set(result["validation_mean_auc_by_weight_decay"]) == {"0.001"}

@@ -2,12 +2,20 @@
 
 The non-parametric evaluation of self-supervised encoders of Wu et al. (CVPR 2018, "Unsupervised
 feature learning via non-parametric instance discrimination") as used by DINO (Caron et al., ICCV
-2021), with the vote extended to multi-label targets. Features are L2-normalised, so the
-similarity of a query ``q`` and a bank example ``x_i`` is their cosine ``s_i = q·x_i``. With
-``N_k(q)`` the ``k`` most similar bank examples and ``w_i = exp(s_i / T)``, the score of class
-``c`` is the weighted fraction of neighbours positive for ``c``:
+2021), with the vote extended to multi-label targets. Features are first centred on the bank's
+mean feature ``μ`` (bank and queries alike), then L2-normalised, so the similarity of a query
+``q`` and a bank example ``x_i`` is the cosine of ``q - μ`` and ``x_i - μ``:
+``s_i = (q - μ)·(x_i - μ) / (‖q - μ‖ ‖x_i - μ‖)``. With ``N_k(q)`` the ``k`` most similar bank
+examples and ``w_i = exp(s_i / T)``, the score of class ``c`` is the weighted fraction of
+neighbours positive for ``c``:
 
     score_c(q) = Σ_{i ∈ N_k(q)} w_i y_ic / Σ_{i ∈ N_k(q)} w_i   ∈ [0, 1].
+
+Why centre: pooled features of an encoder (ReLU outputs, averaged over positions) share a large
+common component, and the uncentred cosine of two such features is close to 1 whatever the
+images, so the neighbours are decided by small differences the temperature cannot separate; the
+centred cosine compares what distinguishes the images (the correlation of their deviations from
+the mean image), which is what the linear probe sees once it standardises the features.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ def _batch_scores(bank: jax.Array, bank_labels: jax.Array, queries: jax.Array, *
 
 
 def knn_scores(bank_features: ArrayLike, bank_labels: ArrayLike, query_features: ArrayLike, *,
-               k: int, temperature: float, batch_size: int = 256) -> np.ndarray:
+               k: int, temperature: float, batch_size: int = 256, center: bool = True
+               ) -> np.ndarray:
   """Weighted kNN scores of each query for each class (see the module docstring).
 
   Args:
@@ -49,6 +58,8 @@ def knn_scores(bank_features: ArrayLike, bank_labels: ArrayLike, query_features:
     k: number of neighbours, ``1 <= k <= N``.
     temperature: ``T > 0`` of the weights ``exp(s / T)``.
     batch_size: queries scored per jitted call (the last batch is padded, one compilation).
+    center: subtract the bank's mean feature from bank and queries before normalising (False:
+      the plain cosine of the raw features, as in Wu et al. and DINO).
 
   Returns:
     ``(M, K)`` float32 scores in ``[0, 1]``.
@@ -67,6 +78,9 @@ def knn_scores(bank_features: ArrayLike, bank_labels: ArrayLike, query_features:
     raise ValueError(f"temperature must be positive, got {temperature!r}.")
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size!r}.")
+  if center:
+    mean = bank_x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    bank_x, queries = bank_x - mean, queries - mean
   bank = _normalise(jnp.asarray(bank_x))
   labels = jnp.asarray(bank_y)
   size = min(batch_size, len(queries)) or 1

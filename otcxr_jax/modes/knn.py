@@ -1,9 +1,10 @@
 """Weighted kNN evaluation of a frozen encoder (pretrained or at random init).
 
-The training split's L2-normalised pooled features are the labelled bank; validation and test
-images are scored by the weighted vote of their ``config.knn.k`` most similar bank images
-(``evaluation/knn.py``, temperature ``config.knn.temperature``). No parameter is trained, so
-validation and test are both reported. Writes ``<workdir>/metrics.json`` and prints a table.
+The training split's pooled features are the labelled bank; validation and test images are
+scored by the weighted vote of their ``config.knn.k`` most similar bank images
+(``evaluation/knn.py``, temperature ``config.knn.temperature``), similarity being the cosine of
+features centred on the bank's mean feature. No parameter is trained, so validation and test are
+both reported. Writes ``<workdir>/metrics.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "encoder": config.model.encoder,
       "k": config.knn.k,
       "temperature": config.knn.temperature,
+      "similarity": "cosine of features centred on the bank mean",
       "bank_size": int(len(bank_x)),
       **splits,
       "seconds": time.time() - start,
