@@ -7,9 +7,12 @@
 
 Starts from the latest checkpoint of workdirs/demo/checkpoints/pretrain (run configs/demo.py
 first; `model.*` are the demo's, so change them together with `finetune.checkpoint_dir` to start
-from another run). AdamW with peak learning rates 5e-4 (encoder) and 5e-3 (head), 20 warm-up
-steps then cosine decay over 400 steps of batch 64; validation mean AUC every 50 steps, stopping
-after 4 evaluations without improvement.
+from another run). The LP-FT protocol of modes/finetune.py with config_lib's defaults: the head on
+the frozen standardised features for 100 epochs (the demo's linear-probe learning rate 3e-3,
+batch 256, weight decay chosen on validation), then the whole network for 50 epochs of batch 64
+(13 steps per epoch at 10%), AdamW at 1e-5 (encoder) and 1e-4 (head), validation mean AUC every
+epoch, early stopping after 10 evaluations without improvement. Supervised training from scratch
+on every label: configs/finetune_synthetic_supervised.py.
 """
 
 from configs import demo
@@ -18,19 +21,7 @@ from configs import demo
 def get_config():
   c = demo.get_config()
   c.mode = "finetune"
-  f = c.finetune
-  f.split = "train_10pct"
-  f.init = "pretrained"
-  f.checkpoint_dir = "workdirs/demo/checkpoints/pretrain"
-  f.batch_size = 64
-  f.num_steps = 400
-  f.optimizer = "adamw"
-  f.encoder_learning_rate = 5e-4
-  f.head_learning_rate = 5e-3
-  f.weight_decay = 0.05
-  f.warmup_steps = 20
-  f.eval_every = 50
-  f.patience = 4
+  c.finetune.checkpoint_dir = "workdirs/demo/checkpoints/pretrain"
   c.train.log_every = 25
   c.train.checkpoint_every = 100
   return c

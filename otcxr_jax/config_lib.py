@@ -138,8 +138,9 @@ def base_config() -> ml_collections.ConfigDict:
       checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
   )
   c.knn = dict(
-      k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018)
-      temperature=0.07,            # T of the vote weights exp(cosine / T)
+      k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018; DINO's k)
+      temperature=0.07,            # T of the vote weights exp(cosine / T); the cosine of
+                                   # features centred on the bank's (training split's) mean
   )
   c.segment = dict(                # mode 'segment' (modes/segment.py); encoder from probe.init
       split="train",               # training split ('train_10pct' etc. for a label fraction)
@@ -160,19 +161,27 @@ def base_config() -> ml_collections.ConfigDict:
       brightness=0.1,
       contrast=0.1,
   )
-  c.finetune = dict(               # whole-network fine-tuning (modes/finetune.py)
+  # Fine-tuning (modes/finetune.py), LP-FT: the head on frozen standardised features (stage 1),
+  # then the whole network from it (stage 2). Epochs are passes over `split`; each *_steps /
+  # eval_every field, when set (not None), replaces its epoch field.
+  c.finetune = dict(
       split="train_10pct",         # label fraction: one of FINETUNE_SPLITS
       init="pretrained",           # encoder start: 'pretrained' (checkpoint_dir) or 'random'
       checkpoint_dir="",           # any run's checkpoint directory holding an encoder
-      batch_size=64,               # training and evaluation batch (global)
-      num_steps=6000,
+      batch_size=64,               # stage-2 training and evaluation batch (global)
+      linear_probe_epochs=100.0,   # stage 1 (probe.batch_size, probe.learning_rate, weight decay
+                                   # of probe.weight_decays chosen on validation); 0 = skip
+      num_epochs=50.0,             # stage 2, rounded up to whole validation intervals
+      num_steps=config_dict.placeholder(int),     # stage 2 in steps instead of num_epochs
       optimizer="adamw",           # one of training/optim.OPTIMIZERS
-      encoder_learning_rate=1e-4,  # peak learning rates (warm-up, then cosine decay to 0)
-      head_learning_rate=1e-3,
+      encoder_learning_rate=1e-5,  # peak learning rates (warm-up, then cosine decay to 0)
+      head_learning_rate=1e-4,
       weight_decay=1e-2,           # on weight matrices only
-      warmup_steps=300,
-      eval_every=300,              # validation mean AUC every this many steps (divides num_steps)
-      patience=5,                  # evaluations without improvement before stopping; 0 = never
+      warmup_epochs=1.0,
+      warmup_steps=config_dict.placeholder(int),  # instead of warmup_epochs
+      eval_every_epochs=1.0,       # validation mean AUC (selection, curves) every this many epochs
+      eval_every=config_dict.placeholder(int),    # in stage-2 steps instead (divides num_steps)
+      patience=10,                 # evaluations without improvement before stopping; 0 = never
       crop_scale=(0.7, 1.0),       # training view: random resized crop of this area fraction,
       rotation_deg=5.0,            # rotated by U(-rotation_deg, rotation_deg); no photometric
   )
@@ -426,12 +435,29 @@ def _validate_finetune(c: ml_collections.ConfigDict) -> None:
            "the checkpoint directory of the run to start from (e.g. <pretraining workdir>/"
            "checkpoints/pretrain) when finetune.init='pretrained'")
   is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-  for field, minimum in (("batch_size", 1), ("num_steps", 1), ("eval_every", 1),
-                         ("warmup_steps", 0), ("patience", 0)):
+  is_number = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
+                         and abs(v) < float("inf"))
+  for field, minimum in (("batch_size", 1), ("patience", 0)):
     _require(is_int(f[field]) and f[field] >= minimum, f"finetune.{field}", f[field],
              f"an int >= {minimum}")
-  _require(f.num_steps % f.eval_every == 0, "finetune.eval_every", f.eval_every,
+  for field, minimum in (("num_steps", 1), ("eval_every", 1), ("warmup_steps", 0)):
+    _require(f[field] is None or (is_int(f[field]) and f[field] >= minimum), f"finetune.{field}",
+             f[field], f"None (from the epochs) or an int >= {minimum}")
+  for field in ("num_epochs", "eval_every_epochs"):
+    _require(is_number(f[field]) and f[field] > 0, f"finetune.{field}", f[field],
+             "a positive number of epochs")
+  for field in ("linear_probe_epochs", "warmup_epochs"):
+    _require(is_number(f[field]) and f[field] >= 0, f"finetune.{field}", f[field],
+             "a number of epochs >= 0")
+  _require(f.num_steps is None or f.eval_every is None or f.num_steps % f.eval_every == 0,
+           "finetune.eval_every", f.eval_every,
            f"a divisor of finetune.num_steps={f.num_steps}, so that the final state is evaluated")
+  if c.mode == "finetune" and f.linear_probe_epochs > 0:  # stage 1 trains the probe's heads
+    wds = c.probe.weight_decays
+    _require(isinstance(wds, (tuple, list)) and len(wds) > 0
+             and all(is_number(w) and w >= 0 for w in wds), "probe.weight_decays", wds,
+             "a non-empty tuple of weight decays >= 0 (fine-tuning's linear-probe stage, "
+             "finetune.linear_probe_epochs > 0, chooses one on validation)")
   _positive(c, ["finetune.encoder_learning_rate", "finetune.head_learning_rate"])
   _require(f.weight_decay >= 0, "finetune.weight_decay", f.weight_decay, ">= 0")
   from otcxr_jax.training import optim

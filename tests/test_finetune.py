@@ -1,19 +1,24 @@
-"""Fine-tuning: label fractions end to end, per-submodule learning rates, validation selection,
-encoder starts from pretraining and fine-tuning checkpoints, and refused inputs."""
+"""Fine-tuning (LP-FT): label fractions end to end, the feature statistics and the linear-probe
+stage against independent computations, epoch budgets, per-submodule learning rates, validation
+selection and curves, encoder starts from pretraining and fine-tuning checkpoints, and refused
+inputs."""
 
 import importlib
 import json
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib
-from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import checkpoints, classifier, metrics
+from otcxr_jax.data import augment, datasets
+from otcxr_jax.evaluation import checkpoints, classifier, linear_probe, metrics
+from otcxr_jax.models import LinearClassifier
 from otcxr_jax.modes import finetune, pretrain
 from otcxr_jax.training import loop, optim
 from tests.tiny import tiny_config
@@ -43,6 +48,7 @@ def _config(root, **finetune_fields):
   f.eval_every = 2
   f.warmup_steps = 1
   f.patience = 0
+  f.linear_probe_epochs = 2.0
   for name, value in finetune_fields.items():
     f[name] = value
   config_lib.validate(c)
@@ -83,11 +89,27 @@ def test_end_to_end(root, pretrained, split, init):
   assert result["init"] == init
   if init == "pretrained":
     assert result["checkpoint_dir"] == str(checkpoint_dir) and result["checkpoint_step"] == 2
-  # Selection: the best of the evaluations at steps 2 and 4, on validation.
+  # Selection: the best of the evaluations at the stage-2 start (step 0: the linear probe's
+  # classifier) and at steps 2 and 4, on validation.
   evaluations = {e["step"]: e["mean_auc"] for e in record["evaluations"]}
-  assert sorted(evaluations) == [2, 4]
+  assert sorted(evaluations) == [0, 2, 4]
   assert result["best_step"] == record["best_step"] == max(evaluations, key=evaluations.get)
   assert result["validation_mean_auc"] == pytest.approx(max(evaluations.values()))
+  # Both stages' validation curves: stage 1 per weight decay every epoch of its steps, stage 2
+  # by step; the stage-2 start scores (whole images through the classifier) what stage 1 scored
+  # on the precomputed features with the same head.
+  assert result["validation_mean_auc_by_step"] == {str(s): v for s, v in evaluations.items()}
+  lp = result["linear_probe"]
+  budget = finetune.linear_probe_budget(config, sizes[split])
+  assert (lp["num_steps"], lp["eval_every_steps"]) == (budget.num_steps, budget.eval_every)
+  assert list(lp["validation_mean_auc_by_step"]) == ["0.001"] and lp["weight_decay"] == 1e-3
+  curve = lp["validation_mean_auc_by_step"]["0.001"]
+  assert [int(s) for s in curve] == list(range(budget.eval_every, budget.num_steps + 1,
+                                               budget.eval_every))
+  assert lp["validation_mean_auc"] == curve[str(budget.num_steps)]
+  assert lp["validation_mean_auc"] == pytest.approx(evaluations[0], abs=1e-5)
+  png = workdir / result["validation_curve_png"]
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   _, encoder, head = classifier.load_classifier(workdir)
   scores, labels = classifier.predict(
       classifier.Classifier(encoder, head), datasets.split_source(config, config.data.val_split),
@@ -129,7 +151,7 @@ def test_encoder_and_head_learning_rates(root, optimizer):
   params = nnx.state(model, nnx.Param)
   rng = np.random.default_rng(0)
   grads = jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
-  tx, schedules = finetune.make_optimizer(config)
+  tx, schedules = finetune.make_optimizer(config, finetune.finetune_budget(config, 100))
   opt_state = tx.init(params)
   p, g = _numpy_tree(params), _numpy_tree(grads)
   lr = lambda path, step: {"encoder": 0.1, "head": 0.02}[path.split("/")[0]] * (
@@ -162,7 +184,7 @@ def test_per_submodule_needs_a_transform_for_every_submodule():
 
 
 def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
-  scripted = iter([0.6, 0.9, 0.7])  # validation at steps 1, 2, 3: best 2, stop after 3 of 4
+  scripted = iter([0.5, 0.6, 0.9, 0.7])  # validation at steps 0-3: best 2, stop after 3 of 4
   monkeypatch.setattr(finetune, "validation_evaluator",
                       lambda scorer, source: lambda model: {"mean_auc": next(scripted)})
   scored = []
@@ -182,7 +204,7 @@ def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
   assert scored == [len(test_source)]  # validation went through the evaluator; test once
   assert result["best_step"] == 2 and result["validation_mean_auc"] == 0.9
   assert result["stopped_early"] and result["validation_mean_auc_by_step"] == {
-      "1": 0.6, "2": 0.9, "3": 0.7}
+      "0": 0.5, "1": 0.6, "2": 0.9, "3": 0.7}
   assert checkpoints.latest_checkpoint(classifier.best_checkpoint_dir(workdir), source="")[1] == 2
   assert checkpoints.latest_checkpoint(workdir / "checkpoints/finetune", source="")[1] == 3
 
@@ -198,8 +220,10 @@ def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
   last_scores, _ = classifier.predict(last, test_source, image_size=size, batch_size=4)
   assert not np.allclose(last_scores, best_scores)
 
-  # Run again: nothing left to train, the same selected state and test numbers.
+  # Run again: nothing left to train, the same selected state and test numbers; the stage-2
+  # start is read back, no feature is computed again.
   scored.clear()
+  monkeypatch.setattr(classifier, "pooled_features", lambda *a, **k: pytest.fail("recomputed"))
   again = finetune.run(config, str(workdir))
   assert scored == [len(test_source)]
   assert checkpoints.latest_checkpoint(workdir / "checkpoints/finetune", source="")[1] == 3
@@ -282,7 +306,13 @@ def test_refuses_another_runs_workdir_and_too_large_batches(root, pretrained):
     ("split", "train_5pct", "one of ('train_1pct', 'train_10pct', 'train')"),
     ("init", "imagenet", "one of ('pretrained', 'random')"),
     ("checkpoint_dir", "", "the checkpoint directory of the run to start from"),
-    ("eval_every", 7, "a divisor of finetune.num_steps=6000"),
+    ("num_epochs", 0.0, "a positive number of epochs"),
+    ("eval_every_epochs", float("inf"), "a positive number of epochs"),
+    ("linear_probe_epochs", -1.0, "a number of epochs >= 0"),
+    ("warmup_epochs", float("nan"), "a number of epochs >= 0"),
+    ("num_steps", 0, "None (from the epochs) or an int >= 1"),
+    ("eval_every", 0, "None (from the epochs) or an int >= 1"),
+    ("warmup_steps", -1, "None (from the epochs) or an int >= 0"),
     ("patience", -1, "an int >= 0"),
     ("batch_size", 0, "an int >= 1"),
     ("head_learning_rate", 0.0, "a positive number"),
@@ -300,6 +330,24 @@ def test_validate_names_bad_finetune_fields(field, value, expected):
     config_lib.validate(c)
 
 
+def test_validate_names_step_fields_that_do_not_fit():
+  c = config_lib.base_config()
+  c.mode = "finetune"
+  c.finetune.checkpoint_dir = "workdirs/pretrain/checkpoints/pretrain"
+  c.finetune.num_steps, c.finetune.eval_every = 6000, 7
+  with pytest.raises(config_lib.ConfigError, match=re.escape(
+      "config.finetune.eval_every=7: expected a divisor of finetune.num_steps=6000")):
+    config_lib.validate(c)
+  c.finetune.eval_every = None  # the interval then comes from eval_every_epochs
+  config_lib.validate(c)
+  c.probe.weight_decays = ()
+  with pytest.raises(config_lib.ConfigError, match=r"config.probe.weight_decays=\(\): expected a "
+                                                   r"non-empty tuple"):
+    config_lib.validate(c)
+  c.finetune.linear_probe_epochs = 0.0  # no linear-probe stage: no weight decay needed
+  config_lib.validate(c)
+
+
 def test_validate_names_bad_augmentation():
   c = config_lib.base_config()
   c.finetune.crop_scale = (0.0, 1.0)
@@ -313,10 +361,166 @@ def test_validate_names_bad_augmentation():
     ("finetune_nih_10pct", "nih_chest_xray14", "train_10pct"),
     ("finetune_vinbig_10pct", "vinbig_cxr", "train_10pct"),
     ("finetune_rsna_10pct", "rsna_pneumonia", "train_10pct"),
+    ("finetune_synthetic_supervised", "synthetic_cxr", "train"),
 ])
 def test_experiment_configs_validate(name, dataset, split):
   c = importlib.import_module(f"configs.{name}").get_config()
   config_lib.validate(c)
   assert (c.mode, c.data.name, c.finetune.split) == ("finetune", dataset, split)
-  if name != "finetune_synthetic":
+  # Budgets in epochs, the LP-FT stages, selection with early stopping.
+  f = c.finetune
+  assert f.num_steps is None and f.eval_every is None and f.warmup_steps is None
+  assert f.linear_probe_epochs > 0 and f.num_epochs >= 50 and f.patience > 0
+  assert f.encoder_learning_rate <= f.head_learning_rate
+  assert f.init == ("random" if name == "finetune_synthetic_supervised" else "pretrained")
+  if not name.startswith("finetune_synthetic"):
     assert (c.model.encoder, c.data.image_size, c.data.config) == ("resnet50", 224, "224")
+
+
+# Epoch budgets.
+
+def test_budgets_convert_epochs_to_steps():
+  c = config_lib.base_config()
+  f = c.finetune
+  f.batch_size, f.num_epochs, f.eval_every_epochs, f.warmup_epochs = 64, 3.0, 1.0, 1.0
+  # 1000 images: 15.625 steps per epoch; validation every 16 steps; 3 epochs = 46.9 -> 47 steps,
+  # rounded up to whole validation intervals; one warm-up epoch.
+  b = finetune.finetune_budget(c, 1000)
+  assert (b.steps_per_epoch, b.num_steps, b.eval_every, b.warmup_steps) == (15.625, 48, 16, 16)
+  assert b.epochs(48) == pytest.approx(3.072)
+  f.eval_every = 10
+  assert finetune.finetune_budget(c, 1000).num_steps == 50
+  # Fixed steps: exactly num_steps, validated every largest divisor of it not above one epoch.
+  f.num_steps, f.eval_every, f.warmup_steps = 150, None, 5
+  b = finetune.finetune_budget(c, 1000)
+  assert (b.num_steps, b.eval_every, b.warmup_steps) == (150, 15, 5)
+  # Stage 1 at probe.batch_size (capped to the split, a multiple of the 4 test devices).
+  c.probe.batch_size, f.linear_probe_epochs = 256, 10.0
+  b = finetune.linear_probe_budget(c, 1000)
+  assert (b.batch_size, b.eval_every, b.num_steps, b.warmup_steps) == (256, 4, 40, 2)
+  b = finetune.linear_probe_budget(c, 50)
+  assert (b.batch_size, b.eval_every, b.num_steps) == (48, 1, 11)  # 10.4 epochs of 1.04 steps
+
+
+# The feature statistics and the linear-probe stage, against independent computations.
+
+@pytest.fixture(scope="module")
+def pretrained_run(root, pretrained):
+  """A fine-tuning run from the pretrained encoder, long enough to change the encoder."""
+  checkpoint_dir, _ = pretrained
+  config = _config(root, split="train_10pct", init="pretrained",
+                   checkpoint_dir=str(checkpoint_dir), encoder_learning_rate=0.05)
+  workdir = root / "statistics"
+  return config, workdir, finetune.run(config, str(workdir))
+
+
+def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, pretrained_run):
+  config, workdir, _ = pretrained_run
+  encoder, _ = finetune.initial_encoder(config)
+  source = datasets.split_source(config, config.finetune.split)
+  pooled = np.stack([  # whole image resized, as evaluation views it, one image at a time
+      np.asarray(encoder(augment.center_view(
+          jnp.asarray(source[i]["image"][None], jnp.float32) / 255.0,
+          config.data.image_size)).pooled[0], np.float64) for i in range(len(source))])
+  mean, std = pooled.mean(0), pooled.std(0)
+  assert (std > 0).any()
+  # The selected state and the last one hold the same statistics: they are never trained.
+  num_classes = len(datasets.class_names(config))
+  skeleton = nnx.eval_shape(lambda: classifier.build_classifier(config, num_classes))
+  last, step = checkpoints.restore_module(skeleton, workdir / "checkpoints/finetune")
+  assert step == 4
+  _, selected_encoder, selected = classifier.load_classifier(workdir)
+  for head in (selected, last.head):
+    np.testing.assert_allclose(head.feature_mean[...], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head.feature_std[...], std, rtol=1e-4, atol=1e-6)
+  initial = jax.tree.leaves(nnx.state(encoder, nnx.Param))
+  trained = jax.tree.leaves(nnx.state(last.encoder, nnx.Param))
+  assert any(not np.allclose(a, b) for a, b in zip(initial, trained))  # the encoder did train
+
+
+def test_classifier_standardises_before_its_linear_map(root, pretrained_run):
+  config, workdir, _ = pretrained_run
+  _, encoder, head = classifier.load_classifier(workdir)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(5, encoder.num_features)), jnp.float32)
+  mean, std = np.asarray(head.feature_mean[...]), np.asarray(head.feature_std[...])
+  scale = np.where(std > 1e-6 * (1 + np.abs(mean)), std, 1.0)  # constant features: centred only
+  kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
+  expected = ((np.asarray(x) - mean) / scale) @ kernel + bias
+  np.testing.assert_allclose(head(x), expected, rtol=1e-4, atol=1e-4)
+  folded_kernel, folded_bias = head.affine()
+  np.testing.assert_allclose(np.asarray(x) @ np.asarray(folded_kernel) + np.asarray(folded_bias),
+                             expected, rtol=1e-4, atol=1e-3)
+
+
+def _separable(rng, n, mean, std, direction):
+  """Features near a common mean (std/|mean| about 1%), labels of a linear rule on them."""
+  x = mean + std * rng.normal(size=(n, len(mean)))
+  y = ((x - mean) / std @ direction > 0).astype(np.float32)
+  return x.astype(np.float32), y
+
+
+def _stage_inputs(seed=0, features=8, classes=3):
+  rng = np.random.default_rng(seed)
+  mean, std = rng.uniform(0.5, 1.5, features), rng.uniform(0.005, 0.015, features)
+  direction = rng.normal(size=(features, classes))
+  return [_separable(rng, n, mean, std, direction) for n in (96, 48, 48)]
+
+
+def test_linear_probe_stage_is_the_linear_probe(root):
+  config = _config(root, linear_probe_epochs=6.0, eval_every_epochs=2.0)
+  config.probe.weight_decays = (1e-4, 0.3)
+  train, validation, test = _stage_inputs()
+  head = LinearClassifier(8, 3, standardize=True, rngs=nnx.Rngs(0))
+  head.set_standardization(*classifier.feature_statistics(train[0]))
+  np.testing.assert_allclose(head.feature_mean[...], train[0].mean(0), rtol=1e-6)
+  np.testing.assert_allclose(head.feature_std[...], train[0].std(0), rtol=1e-5)
+  stage = finetune.train_linear_probe(config, head, train, validation, epath.Path(root / "lp"))
+  budget = finetune.linear_probe_budget(config, len(train[0]))
+  assert (budget.batch_size, budget.num_steps, budget.eval_every) == (8, 72, 24)
+
+  # The frozen linear probe on the same features, with the same steps, batch, rate and seed.
+  probe = linear_probe.run({"train": train, "validation": validation, "test": test},
+                           workdir=root / "lp_reference", name="reference",
+                           weight_decays=(1e-4, 0.3), num_steps=budget.num_steps,
+                           batch_size=config.probe.batch_size,
+                           learning_rate=config.probe.learning_rate, seed=config.seed)
+  assert stage.weight_decay == probe.weight_decay
+  assert stage.by_weight_decay == pytest.approx(
+      {f"{k:g}": v for k, v in probe.val_by_weight_decay.items()}, abs=1e-6)
+  head.linear.kernel[...] = jnp.asarray(stage.kernel)
+  head.linear.bias[...] = jnp.asarray(stage.bias)
+  np.testing.assert_allclose(jax.nn.sigmoid(head(jnp.asarray(test[0]))), probe.test_scores,
+                             rtol=1e-3, atol=1e-4)
+  # The curve: every 24 steps, its last point the selected head's validation AUC.
+  curve = stage.curves[f"{stage.weight_decay:g}"]
+  assert list(curve) == ["24", "48", "72"]
+  assert curve["72"] == pytest.approx(stage.validation_mean_auc)
+
+
+def test_linear_probe_stage_beats_the_initial_head(root):
+  """On near-constant separable features, the head fine-tuning starts from after stage 1 ranks
+  validation images far better than the N(0, 0.01²) head it started from before."""
+  config = _config(root, linear_probe_epochs=20.0)
+  config.probe.weight_decays = (1e-4,)
+  train, validation, _ = _stage_inputs(seed=1)
+  initial = LinearClassifier(8, 3, rngs=nnx.Rngs(config.seed + 1))  # raw features, N(0, 0.01²)
+  before = metrics.mean_auc(validation[1], np.asarray(initial(jnp.asarray(validation[0]))))
+  head = LinearClassifier(8, 3, standardize=True, rngs=nnx.Rngs(config.seed + 1))
+  head.set_standardization(*classifier.feature_statistics(train[0]))
+  stage = finetune.train_linear_probe(config, head, train, validation, epath.Path(root / "lp2"))
+  after = stage.validation_mean_auc
+  assert after == pytest.approx(metrics.mean_auc(
+      validation[1], ((validation[0] - train[0].mean(0)) / train[0].std(0)) @ stage.kernel
+      + stage.bias), abs=1e-6)
+  assert after > 0.95 and after > before + 0.2, (before, after)
+
+
+def test_without_linear_probe_stage_the_head_starts_at_its_init(root):
+  config = _config(root, split="train_1pct", linear_probe_epochs=0.0)
+  workdir = root / "no_linear_probe"
+  result = finetune.run(config, str(workdir))
+  assert result["linear_probe"] is None and not (workdir / finetune.LINEAR_PROBE_RECORD).exists()
+  start = np.load(workdir / finetune.START_FILE)
+  initial = classifier.build_classifier(config, len(datasets.class_names(config)))
+  np.testing.assert_array_equal(start["kernel"], initial.head.linear.kernel[...])
+  assert (start["feature_std"] > 0).any() and (workdir / finetune.CURVE_PLOT).exists()

@@ -109,11 +109,19 @@ def test_cam_is_grad_cam_before_its_relu(tmp_path):
   model = classifier.build_classifier(config, num_classes=3)
   kernel = jax.random.normal(jax.random.key(1), model.head.linear.kernel[...].shape)
   model.head.linear.kernel[...] = kernel  # not the N(0, 0.01) init: signs vary across positions
+  model.head.linear.bias[...] = jnp.asarray([0.3, -0.2, 0.1])
   model.eval()
   images = jax.random.uniform(jax.random.key(2), (2, 32, 32, 1))
   dense = model.encoder(images).dense
   h, w = dense.shape[1:3]
-  cam = loc.class_activation_maps(dense, model.head.linear.kernel[...])
+  # The head standardises the pooled features with fixed statistics (fine-tuning's): CAM must
+  # weigh the raw dense map by what the whole head does to it.
+  pooled = np.asarray(dense.mean(axis=(1, 2)))
+  rng = np.random.default_rng(3)
+  model.head.set_standardization(
+      pooled.mean(0) + rng.normal(0, 0.1, pooled.shape[1]),
+      rng.uniform(0.05, 2.0, pooled.shape[1]))
+  cam = loc.class_activation_maps(dense, model.head.affine()[0])
   assert cam.shape == (2, h, w, 3)
   np.testing.assert_allclose(model(images), model.head(dense.mean(axis=(1, 2))), rtol=1e-5)
   for k in range(3):
@@ -123,9 +131,14 @@ def test_cam_is_grad_cam_before_its_relu(tmp_path):
     weighted = np.einsum("bhwc,bc->bhw", np.asarray(dense, np.float64), np.asarray(alpha))
     np.testing.assert_allclose(cam[..., k] / (h * w), weighted, rtol=1e-4, atol=1e-6)
     assert (weighted < 0).any() and (weighted > 0).any()
-    # and CAM averages to the logit minus the bias (Zhou et al.)
-    np.testing.assert_allclose(cam[..., k].mean(axis=(1, 2)) + model.head.linear.bias[k],
-                               model(images)[:, k], rtol=1e-4, atol=1e-5)
+    # and CAM averages to the logit minus a per-class constant (Zhou et al.): the logit of the
+    # zero map, the head's bias on raw features.
+    zero_logit = model.head(jnp.zeros((1, pooled.shape[1])))[0, k]
+    np.testing.assert_allclose(cam[..., k].mean(axis=(1, 2)) + zero_logit,
+                               model(images)[:, k], rtol=1e-4, atol=1e-4)
+  # The raw linear weights alone would rank positions otherwise.
+  raw = loc.class_activation_maps(dense, model.head.linear.kernel[...])
+  assert not np.allclose(raw, cam, rtol=0.1)
 
 
 def test_attention_received_and_transport_cost_match_numpy():
@@ -202,15 +215,18 @@ def test_end_to_end_writes_metrics_and_figure(runs):
       "checkpoint_step": 2, "num_references": 3, "grid": [4, 4]}
   assert result["methods"]["cam"]["source"]["classifier_workdir"] == str(runs / "finetune")
 
-  # CAM scores recomputed here: the selected classifier, each instance's class, plain numpy.
+  # CAM scores recomputed here: the selected classifier, each instance's class, plain numpy;
+  # the weights of the pooled features are the gradient of the (standardising) head's logits.
   _, encoder, head = classifier.load_classifier(runs / "finetune")
+  assert np.asarray(head.feature_std[...]).std() > 0  # fitted statistics, not the identity
+  weights = np.asarray(jax.jacobian(lambda p: head(p[None])[0])(
+      jnp.zeros((encoder.num_features,))))                            # (K, C)
   size = config.data.image_size
   hits, ious = {}, {}
   for i, k in pairs:
     record = source[i]
     x = augment.center_view(jnp.asarray(record["image"][None], jnp.float32) / 255.0, size)
-    cam = np.einsum("hwc,c->hw", np.asarray(encoder(x).dense[0]),
-                    np.asarray(head.linear.kernel[...][:, k]))
+    cam = np.einsum("hwc,c->hw", np.asarray(encoder(x).dense[0]), weights[k])
     heat = np.asarray(jax.image.resize(cam, (size, size), "bilinear"))
     truth = loc.box_mask(record["boxes"][record["box_labels"] == k], size)
     top = heat >= np.sort(heat.ravel())[-int(np.ceil(0.2 * size * size))]

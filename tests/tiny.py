@@ -26,5 +26,6 @@ def tiny_config(data_dir, *, mode: str = "pretrain"):
   c.probe.num_steps = 4
   c.probe.weight_decays = (1e-3,)
   c.probe.pixel_floor_size = 4
+  c.finetune.linear_probe_epochs = 5.0
   c.report.num_correspondences = 3
   return c

@@ -49,8 +49,15 @@ def _predict(model: LinearClassifier, x: np.ndarray, batch_size: int = 4096) -> 
 
 def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
                num_steps: int, batch_size: int, learning_rate: float, weight_decay: float,
-               seed: int, log_every: int = 100) -> tuple[LinearClassifier, list]:
-  """Trains one linear head on (standardised) features with the shared loop."""
+               seed: int, log_every: int = 100, hooks: Sequence[loop.Hook] = (),
+               hook_every: int = 0) -> tuple[LinearClassifier, list]:
+  """Trains one linear head on (standardised) features with the shared loop.
+
+  AdamW with linear warm-up over 5% of ``num_steps`` and cosine decay; the head starts at
+  N(0, 0.01²) (seed ``seed``), the batch is ``batch_size`` capped to the number of examples.
+  ``hooks`` are called every ``hook_every`` steps (``loop.run``'s periodic evaluators; 0: never).
+  Fine-tuning's linear-probe stage (``modes/finetune.py``) trains its heads with this function.
+  """
   source = [{"x": x, "y": y} for x, y in zip(train_x, train_y)]
   batch_size = min(batch_size, len(source) // jax.device_count() * jax.device_count())
   batches = pipeline.train_iterator(source, global_batch_size=batch_size, seed=seed,
@@ -62,10 +69,12 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   tx = optim.make_optimizer("adamw", schedule=schedule, weight_decay=weight_decay)
   head = LinearClassifier(train_x.shape[1], train_y.shape[1], rngs=nnx.Rngs(seed))
   cfg = loop.LoopConfig(num_steps=num_steps, log_every=min(log_every, num_steps),
-                        checkpoint_every=0, max_to_keep=1, tensorboard=False)
+                        checkpoint_every=0, max_to_keep=1, tensorboard=False,
+                        hook_every=hook_every)
   result = loop.run(name=name, workdir=workdir, model=head, loss_fn=_bce_loss, tx=tx,
                     batches=batches, global_batch_size=batch_size, config=cfg,
-                    rng=jax.random.key_data(jax.random.key(seed)), schedule=schedule)
+                    rng=jax.random.key_data(jax.random.key(seed)), schedule=schedule,
+                    hooks=hooks)
   return result.model(), result.history
 
 

@@ -1,41 +1,74 @@
-"""Fine-tuning: the whole network trained on a label fraction, selected on validation, tested once.
+"""Fine-tuning (LP-FT): a linear probe, then the whole network, on a label fraction; selected on
+validation, tested once.
 
 1. *Start.* ``config.finetune.init='pretrained'``: the encoder variables (parameters and BatchNorm
    statistics) of the latest checkpoint in ``finetune.checkpoint_dir``, which may be any run's
    whose model has an ``encoder``: a pretraining run (``<workdir>/checkpoints/pretrain``) or a
    fine-tuning run (``<workdir>/checkpoints/finetune_best``, its selected state); ``'random'``:
-   the encoder pretraining starts from. The head is a new
-   :class:`~otcxr_jax.models.LinearClassifier` on the pooled features
-   (``evaluation/classifier.py``).
-2. *Training* on ``finetune.split``: ``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested
-   patient-level label fractions of the training split, through the shared loop
-   (``training/loop.run``). Each image gives one on-device view, a random resized crop of area
-   fraction ``finetune.crop_scale`` rotated by ``U(-finetune.rotation_deg, finetune.rotation_deg)``
-   (``config_lib.finetune_augment_config``); the loss is the binary cross-entropy of the sigmoid
-   logits averaged over images and classes. The optimiser ``finetune.optimizer`` updates the
-   encoder and the head with their own peak learning rates (``optim.per_submodule``), each with
-   linear warm-up over ``finetune.warmup_steps`` and cosine decay to 0 at ``finetune.num_steps``,
-   and decoupled weight decay ``finetune.weight_decay`` on weight matrices.
-3. *Selection* on validation only: every ``finetune.eval_every`` steps the validation mean AUC is
-   computed and the best state kept in ``<workdir>/checkpoints/finetune_best``
+   the encoder pretraining starts from. The classifier (``evaluation/classifier.py``) is that
+   encoder and a :class:`~otcxr_jax.models.LinearClassifier` that standardises the pooled features
+   with fixed statistics: the per-feature mean and standard deviation of the pooled features of
+   ``finetune.split`` under this initial encoder (evaluation views), stored in the head as
+   non-trainable variables (checkpointed and exported with it), like the BatchNorm without affine
+   parameters MAE puts before its linear head (He et al., CVPR 2022). Pretrained pooled features
+   can vary between images by a small fraction of their mean; the frozen linear probe
+   (``evaluation/linear_probe.py``) standardises them, and so does this head.
+2. *Stage 1, linear probe* (LP-FT, Kumar et al., ICLR 2022: fine-tuning from a trained head
+   distorts the pretrained features less than from a random one, and does better in and out of
+   distribution): the head alone on the frozen standardised features of ``finetune.split``,
+   computed once, trained by ``linear_probe.train_head`` (AdamW, the linear probe's
+   ``probe.batch_size`` and ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs
+   from N(0, 0.01²) for each weight decay of ``probe.weight_decays``; the head of best validation
+   mean AUC is kept. ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
+3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
+   (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
+   of the training split) through the shared loop (``training/loop.run``), for
+   ``finetune.num_epochs`` epochs (rounded up to whole validation intervals), or exactly
+   ``finetune.num_steps`` steps when that is set. Each image gives one on-device view, a random
+   resized crop of area fraction ``finetune.crop_scale`` rotated by ``U(-finetune.rotation_deg,
+   finetune.rotation_deg)`` (``config_lib.finetune_augment_config``); the loss is the binary
+   cross-entropy of the sigmoid logits averaged over images and classes. The optimiser
+   ``finetune.optimizer`` updates the encoder and the head with their own peak learning rates
+   (``optim.per_submodule``; the encoder's lower: its features are what pretraining gives), each
+   with linear warm-up over ``finetune.warmup_epochs`` (or ``warmup_steps``) and cosine decay to
+   0, and decoupled weight decay ``finetune.weight_decay`` on weight matrices. The feature
+   statistics stay fixed.
+4. *Selection* on validation only: the stage-2 start (step 0: the linear probe's classifier) and
+   every ``finetune.eval_every_epochs`` epochs (or ``eval_every`` steps) the validation mean AUC
+   is computed and the best state kept in ``<workdir>/checkpoints/finetune_best``
    (``training/selection.BestStateHook``); ``finetune.patience`` evaluations without improvement
-   stop the run (0: never).
-4. *Test*: the best state scores the test split once; ``<workdir>/metrics.json`` holds the
-   per-class and mean AUC with bootstrap 95% intervals, the label fraction, the best step and the
-   encoder's origin; ``<workdir>/test_scores.npz`` the test scores (``evaluation/score_files.py``).
+   stop the run (0: never), so a budget past convergence ends where the validation curve
+   flattens.
+5. *Test*: the best state scores the test split once; ``<workdir>/metrics.json`` holds the
+   per-class and mean AUC with bootstrap 95% intervals, the label fraction, the best step, the
+   encoder's origin, the step budgets and both stages' validation curves (``linear_probe``: per
+   weight decay, by stage-1 step; ``validation_mean_auc_by_step``: stage 2), plotted against
+   epochs in ``<workdir>/validation_curve.png``; ``<workdir>/test_scores.npz`` the test scores
+   (``evaluation/score_files.py``).
 
-Evaluation views are whole images resized to ``data.image_size``. Batch size and number of steps
-come from ``config.finetune``; the loop's other settings (``log_every``, ``checkpoint_every``,
-``keep_checkpoints``, ``tensorboard``, ``compute_dtype``, ``on_nonfinite``) from ``config.train``.
-The same command run again resumes an interrupted run; for a finished one it reloads the selected
-state and evaluates test again (the same numbers). A rerun with another config is refused before
-anything is written (``training/workdir.py``), and so is a workdir holding another mode's run
-(its ``config.json`` is what the classifier is rebuilt from). The selected classifier is loaded
-with ``evaluation.classifier.load_classifier(workdir)``.
+Epochs are passes over ``finetune.split``: stage 2 runs ``len(split) / finetune.batch_size``
+steps per epoch, stage 1 ``len(split) / probe.batch_size``. Defaults (``config_lib``): 100
+linear-probe epochs; 50 fine-tuning epochs, validation every epoch, early stopping after 10
+evaluations without improvement; AdamW, batch 64, peak rates 1e-5 (encoder) and 1e-4 (head), one
+warm-up epoch. The paper (OTCXR, WACV 2025) gives no fine-tuning recipe beyond the common
+practice of chest X-ray self-supervised learning it follows, end-to-end fine-tuning for tens of
+epochs with the model selected on validation; LP-FT and these values are our choices.
+
+Evaluation views are whole images resized to ``data.image_size``. The loop's other settings
+(``log_every``, ``checkpoint_every``, ``keep_checkpoints``, ``tensorboard``, ``compute_dtype``,
+``on_nonfinite``) come from ``config.train``. The same command run again resumes an interrupted
+run (stage 1's result is kept in ``<workdir>/finetune_start.npz``, the stage-2 start head with its
+feature statistics, and ``<workdir>/finetune_linear_probe.json``, so it is not redone); for a
+finished one it reloads the selected state and evaluates test again (the same numbers). A rerun
+with another config is refused before anything is written (``training/workdir.py``), and so is a
+workdir holding another mode's run (its ``config.json`` is what the classifier is rebuilt from).
+The selected classifier is loaded with ``evaluation.classifier.load_classifier(workdir)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import time
 from typing import Callable
@@ -43,13 +76,16 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib, models
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import checkpoints, classifier, metrics, score_files, summary
+from otcxr_jax.evaluation import (checkpoints, classifier, linear_probe, metrics, plots,
+                                  score_files, summary)
+from otcxr_jax.models import LinearClassifier
 from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim, selection, sharding
@@ -60,6 +96,75 @@ from otcxr_jax.training.distributed import print0
 RUN_NAME = classifier.RUN_NAME
 LABEL_FRACTIONS = {"train_1pct": 0.01, "train_10pct": 0.1, "train": 1.0}
 SELECTION_METRIC = "mean_auc"
+START_FILE = "finetune_start.npz"                   # stage 2's start head and feature statistics
+LINEAR_PROBE_RECORD = "finetune_linear_probe.json"  # stage 1: weight decays, validation curves
+CURVE_PLOT = "validation_curve.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBudget:
+  """One stage's step counts on a split of ``num_images`` images.
+
+  Attributes:
+    batch_size: examples per step.
+    steps_per_epoch: ``num_images / batch_size`` (one epoch: one pass over the split).
+    num_steps: training steps, a multiple of ``eval_every``.
+    eval_every: steps between validation evaluations.
+    warmup_steps: linear warm-up steps of the learning rate.
+  """
+  batch_size: int
+  steps_per_epoch: float
+  num_steps: int
+  eval_every: int
+  warmup_steps: int = 0
+
+  def epochs(self, step: int) -> float:
+    return step / self.steps_per_epoch
+
+
+def _whole_intervals(epochs: float, steps_per_epoch: float, eval_every: int) -> int:
+  """``epochs`` in steps (at least one), rounded up to a multiple of ``eval_every``."""
+  steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
+  return -(-steps // eval_every) * eval_every
+
+
+def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepBudget:
+  """Stage 2's steps on ``finetune.split`` (``num_images`` images).
+
+  Each count is the config's step field when set, else its epoch field times
+  ``num_images / finetune.batch_size``: validation every ``eval_every`` (or
+  ``eval_every_epochs``, at least one step), ``num_steps`` (or ``num_epochs``, rounded up to a
+  multiple of the validation interval, so that the last state is evaluated), warm-up
+  ``warmup_steps`` (or ``warmup_epochs``). With ``num_steps`` set and ``eval_every`` not, the
+  interval is the largest divisor of ``num_steps`` not above ``eval_every_epochs`` epochs.
+  """
+  f = config.finetune
+  per_epoch = num_images / f.batch_size
+  eval_every = (f.eval_every if f.eval_every is not None
+                else max(1, round(f.eval_every_epochs * per_epoch)))
+  if f.num_steps is None:
+    num_steps = _whole_intervals(f.num_epochs, per_epoch, eval_every)
+  else:
+    num_steps = f.num_steps
+    if f.eval_every is None:
+      eval_every = max(d for d in range(1, min(eval_every, num_steps) + 1) if num_steps % d == 0)
+  warmup = (f.warmup_steps if f.warmup_steps is not None
+            else round(f.warmup_epochs * per_epoch))
+  return StepBudget(f.batch_size, per_epoch, num_steps, eval_every, warmup)
+
+
+def linear_probe_budget(config: ml_collections.ConfigDict, num_images: int) -> StepBudget:
+  """Stage 1's steps: ``finetune.linear_probe_epochs`` epochs at ``probe.batch_size`` (capped to
+  the split as ``linear_probe.train_head`` caps it), validation every ``eval_every_epochs``
+  epochs (at least one step), the total rounded up to a multiple of that interval; warm-up is
+  ``train_head``'s (5% of the steps)."""
+  f = config.finetune
+  devices = jax.device_count()
+  batch = min(config.probe.batch_size, num_images // devices * devices)
+  per_epoch = num_images / batch
+  eval_every = max(1, round(f.eval_every_epochs * per_epoch))
+  num_steps = _whole_intervals(f.linear_probe_epochs, per_epoch, eval_every)
+  return StepBudget(batch, per_epoch, num_steps, eval_every, num_steps // 20)
 
 
 def initial_encoder(config: ml_collections.ConfigDict) -> tuple[nnx.Module, dict]:
@@ -87,12 +192,14 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> state_lib.LossFn:
   return loss_fn
 
 
-def make_optimizer(config: ml_collections.ConfigDict
+def make_optimizer(config: ml_collections.ConfigDict, budget: StepBudget
                    ) -> tuple[optax.GradientTransformation, dict[str, optax.Schedule]]:
-  """``(tx, {'encoder': schedule, 'head': schedule})``: one optimiser per submodule."""
+  """``(tx, {'encoder': schedule, 'head': schedule})``: one optimiser per submodule, each rate
+  warmed up over ``budget.warmup_steps`` and decayed to 0 at ``budget.num_steps``."""
   f = config.finetune
   schedules = {
-      part: optim.make_schedule(peak=peak, total_steps=f.num_steps, warmup_steps=f.warmup_steps)
+      part: optim.make_schedule(peak=peak, total_steps=budget.num_steps,
+                                warmup_steps=budget.warmup_steps)
       for part, peak in (("encoder", f.encoder_learning_rate), ("head", f.head_learning_rate))}
   tx = optim.per_submodule({
       part: optim.make_optimizer(f.optimizer, schedule=schedule, weight_decay=f.weight_decay)
@@ -100,11 +207,11 @@ def make_optimizer(config: ml_collections.ConfigDict
   return tx, schedules
 
 
-def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:
-  t, f = config.train, config.finetune
-  return loop.LoopConfig(num_steps=f.num_steps, log_every=t.log_every,
+def loop_config(config: ml_collections.ConfigDict, budget: StepBudget) -> loop.LoopConfig:
+  t = config.train
+  return loop.LoopConfig(num_steps=budget.num_steps, log_every=t.log_every,
                          checkpoint_every=t.checkpoint_every, max_to_keep=t.keep_checkpoints,
-                         tensorboard=t.tensorboard, hook_every=f.eval_every,
+                         tensorboard=t.tensorboard, hook_every=budget.eval_every,
                          on_nonfinite=t.on_nonfinite)
 
 
@@ -117,6 +224,191 @@ def validation_evaluator(scorer: classifier.Scorer, source
     return {SELECTION_METRIC: metrics.mean_auc(labels, scores)}
 
   return evaluate
+
+
+class _HeadCurve:
+  """Stage-1 hook: the validation mean AUC of the head every hook step, kept in a JSON file so a
+  resumed stage keeps the points evaluated before it stopped."""
+
+  def __init__(self, path: epath.Path, x: np.ndarray, y: np.ndarray):
+    self._path, self._x, self._y = path, x, y
+    self.points: dict[str, float | None] = (json.loads(path.read_text()) if path.exists()
+                                            else {})
+
+  def __call__(self, step: int, graphdef, state) -> dict[str, float]:
+    head = state_lib.eval_model(graphdef, state)
+    kernel, bias = sharding.to_host((head.linear.kernel[...], head.linear.bias[...]))
+    value = metrics.mean_auc(self._y, self._x @ kernel + bias)
+    self.points[str(step)] = _finite_or_none(value)
+    if jax.process_index() == 0:
+      self._path.parent.mkdir(parents=True, exist_ok=True)
+      self._path.write_text(json.dumps(self.points))
+    return {"val_mean_auc": value}
+
+
+@dataclasses.dataclass
+class LinearProbeStage:
+  """Stage 1's result: the selected head (on standardised features) and what selected it."""
+  kernel: np.ndarray                               # (C, K)
+  bias: np.ndarray                                 # (K,)
+  weight_decay: float
+  validation_mean_auc: float                       # of the selected head (NaN if undefined)
+  by_weight_decay: dict[str, float | None]         # final validation mean AUC per weight decay
+  curves: dict[str, dict[str, float | None]]       # weight decay -> stage-1 step -> AUC
+  budget: StepBudget
+
+
+def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier,
+                       train: tuple[np.ndarray, np.ndarray],
+                       validation: tuple[np.ndarray, np.ndarray], workdir: epath.Path
+                       ) -> LinearProbeStage:
+  """Stage 1: the linear probe of ``head`` (its feature statistics set) on frozen features.
+
+  ``train`` and ``validation`` are ``(pooled features, labels)`` of the fine-tuning split and of
+  validation under the initial encoder. Both are standardised by ``head`` itself, then one head
+  per weight decay of ``config.probe.weight_decays`` is trained by ``linear_probe.train_head``
+  (``probe.batch_size``, ``probe.learning_rate``, seed ``config.seed``: the heads the frozen
+  linear probe trains on these features) for :func:`linear_probe_budget`'s steps, its validation
+  mean AUC recorded every ``eval_every`` steps; the head of best final validation mean AUC wins
+  (the first on ties or when none is defined). Checkpoints and curves are kept under
+  ``<workdir>/linear_probe``, so an interrupted stage resumes.
+  """
+  p = config.probe
+  (tx, ty), (vx, vy) = train, validation
+  tx = np.asarray(head.standardize_features(tx))
+  vx = np.asarray(head.standardize_features(vx))
+  budget = linear_probe_budget(config, len(tx))
+  folder = workdir / "linear_probe"
+  best, best_score, by_wd, curves = None, -math.inf, {}, {}
+  for wd in p.weight_decays:
+    name = f"{RUN_NAME}_linear_probe_wd{wd:g}"
+    curve = _HeadCurve(folder / f"{name}_curve.json", vx, vy)
+    trained, _ = linear_probe.train_head(
+        tx, ty, workdir=folder, name=name, num_steps=budget.num_steps,
+        batch_size=p.batch_size, learning_rate=p.learning_rate, weight_decay=wd,
+        seed=config.seed, log_every=config.train.log_every, hooks=[curve],
+        hook_every=budget.eval_every)
+    kernel, bias = sharding.to_host((trained.linear.kernel[...], trained.linear.bias[...]))
+    value = metrics.mean_auc(vy, vx @ kernel + bias)
+    by_wd[f"{wd:g}"], curves[f"{wd:g}"] = _finite_or_none(value), curve.points
+    print0(f"[{RUN_NAME}] linear probe, weight decay {wd:g}: validation mean AUC {value:.4f}")
+    score = value if math.isfinite(value) else -math.inf  # undefined loses to any defined AUC
+    if best is None or score > best_score:
+      best_score = score
+      best = LinearProbeStage(np.asarray(kernel), np.asarray(bias), float(wd), float(value),
+                              by_wd, curves, budget)
+  return best
+
+
+def _save_start(workdir: epath.Path, head: LinearClassifier, stage: LinearProbeStage | None,
+                config: ml_collections.ConfigDict) -> None:
+  """Writes the stage-2 start head (``START_FILE``) and stage 1's record (process 0)."""
+  if jax.process_index() != 0:
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  if stage is not None:
+    (workdir / LINEAR_PROBE_RECORD).write_text(json.dumps(
+        linear_probe_summary(config, stage), indent=2))
+  arrays = {name: np.asarray(value) for name, value in (
+      ("feature_mean", head.feature_mean[...]), ("feature_std", head.feature_std[...]),
+      ("kernel", head.linear.kernel[...]), ("bias", head.linear.bias[...]))}
+  with (workdir / START_FILE).open("wb") as f:
+    np.savez(f, **arrays)
+
+
+def _load_start(workdir: epath.Path, head: LinearClassifier) -> dict | None:
+  """Sets ``head`` from ``START_FILE`` when an earlier run wrote it; returns stage 1's record
+  (``{}`` when stage 1 was skipped), or None when there is no start file."""
+  path = workdir / START_FILE
+  if not path.exists():
+    return None
+  with path.open("rb") as f:
+    arrays = dict(np.load(f))
+  head.set_standardization(arrays["feature_mean"], arrays["feature_std"])
+  head.linear.kernel[...] = jnp.asarray(arrays["kernel"])
+  head.linear.bias[...] = jnp.asarray(arrays["bias"])
+  record = workdir / LINEAR_PROBE_RECORD
+  return json.loads(record.read_text()) if record.exists() else {}
+
+
+def linear_probe_summary(config: ml_collections.ConfigDict, stage: LinearProbeStage) -> dict:
+  """Stage 1's entry of ``metrics.json``."""
+  b = stage.budget
+  return {"epochs": config.finetune.linear_probe_epochs, "num_steps": b.num_steps,
+          "batch_size": b.batch_size, "steps_per_epoch": b.steps_per_epoch,
+          "eval_every_steps": b.eval_every, "learning_rate": config.probe.learning_rate,
+          "weight_decay": stage.weight_decay,
+          "validation_mean_auc": _finite_or_none(stage.validation_mean_auc),
+          "validation_mean_auc_by_weight_decay": stage.by_weight_decay,
+          "validation_mean_auc_by_step": stage.curves}
+
+
+def initial_classifier(config: ml_collections.ConfigDict, encoder: nnx.Module, num_classes: int,
+                       train, validation, workdir: epath.Path
+                       ) -> tuple[classifier.Classifier, dict]:
+  """The stage-2 start: ``encoder`` and a head with the feature statistics of ``train`` under it,
+  trained by stage 1 (:func:`train_linear_probe`) unless ``finetune.linear_probe_epochs`` is 0.
+
+  An earlier run's start (``<workdir>/finetune_start.npz``) is reused as it is: no feature is
+  computed again. Returns the model and stage 1's summary (``{}`` when skipped).
+  """
+  model = classifier.build_classifier(config, num_classes, encoder)
+  record = _load_start(workdir, model.head)
+  if record is not None:
+    print0(f"[{RUN_NAME}] stage-2 start read from {workdir / START_FILE}")
+    return model, record
+  f = config.finetune
+  kw = dict(image_size=config.data.image_size, batch_size=f.batch_size)
+  train_features = classifier.pooled_features(encoder, train, **kw)
+  mean, std = classifier.feature_statistics(train_features[0])
+  model.head.set_standardization(mean, std)
+  spread = np.median(std / np.maximum(np.abs(mean), 1e-12))
+  print0(f"[{RUN_NAME}] feature statistics of {len(train):,} training images: median std/|mean| "
+         f"{spread:.3g}")
+  stage = None
+  if f.linear_probe_epochs > 0:
+    validation_features = classifier.pooled_features(encoder, validation, **kw)
+    stage = train_linear_probe(config, model.head, train_features, validation_features, workdir)
+    model.head.linear.kernel[...] = jnp.asarray(stage.kernel)
+    model.head.linear.bias[...] = jnp.asarray(stage.bias)
+    print0(f"[{RUN_NAME}] stage 1 (linear probe): weight decay {stage.weight_decay:g}, "
+           f"validation mean AUC {stage.validation_mean_auc:.4f}")
+  _save_start(workdir, model.head, stage, config)
+  return model, ({} if stage is None else linear_probe_summary(config, stage))
+
+
+def plot_validation_curves(workdir: epath.Path, lp: dict, curve: dict[str, float | None],
+                           budget: StepBudget, best_step: int | None) -> str:
+  """``<workdir>/validation_curve.png``: validation mean AUC against epochs, stage 1 (one line
+  per weight decay, the selected one solid) then stage 2 (its best step marked)."""
+  import matplotlib.pyplot as plt  # plots set the non-interactive backend
+
+  fig, ax = plt.subplots(figsize=(7.0, 3.6))
+  offset = 0.0
+  if lp:
+    per_epoch = lp["steps_per_epoch"]
+    for wd, points in lp["validation_mean_auc_by_step"].items():
+      pts = [(int(s) / per_epoch, v) for s, v in points.items() if v is not None]
+      selected = float(wd) == lp["weight_decay"]
+      if pts:
+        ax.plot(*zip(*sorted(pts)), lw=1.8 if selected else 0.9, ls="-" if selected else ":",
+                color="tab:blue", label=f"stage 1: linear probe, wd {wd}"
+                + (" (selected)" if selected else ""))
+    offset = lp["epochs"]
+    ax.axvline(offset, color="k", lw=0.6, ls="--")
+  pts = sorted((offset + budget.epochs(int(s)), v) for s, v in curve.items() if v is not None)
+  if pts:
+    ax.plot(*zip(*pts), lw=1.8, marker="o", ms=2.5, color="tab:orange",
+            label="stage 2: fine-tuning")
+  if best_step is not None and curve.get(str(best_step)) is not None:
+    ax.plot([offset + budget.epochs(best_step)], [curve[str(best_step)]], "*", ms=12,
+            color="tab:red", label=f"selected (stage 2, step {best_step})")
+  ax.set_xlabel("epoch (stage 1, then stage 2)")
+  ax.set_ylabel("validation mean AUC")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  return plots.save_figure(fig, workdir / CURVE_PLOT)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -137,11 +429,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation = datasets.split_source(config, config.data.val_split)
   test = datasets.split_source(config, config.data.test_split)
   class_names = datasets.class_names(config)
+  budget = finetune_budget(config, len(train))
 
   encoder, origin = initial_encoder(config)
-  model = classifier.build_classifier(config, len(class_names), encoder)
   workdir_lib.save_config(config, workdir)
-  tx, schedules = make_optimizer(config)
+  model, lp = initial_classifier(config, encoder, len(class_names), train, validation, workdir)
+  tx, schedules = make_optimizer(config, budget)
   batches = pipeline.train_iterator(
       train, global_batch_size=f.batch_size, seed=config.seed,
       transform=pipeline.select_keys(["image", "labels"]), process_index=jax.process_index(),
@@ -152,11 +445,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  metric=SELECTION_METRIC, patience=f.patience)
   print0(f"[{RUN_NAME}] {config.model.encoder} ({models.count_params(model):,} parameters), "
          f"{', '.join(f'{k} {v}' for k, v in origin.items())}; {len(train):,} training images "
-         f"({f.split}), batch {f.batch_size}, {f.num_steps} steps, learning rates encoder "
+         f"({f.split}), batch {f.batch_size}, {budget.num_steps} steps "
+         f"({budget.epochs(budget.num_steps):.3g} epochs, validation every {budget.eval_every}), "
+         f"learning rates encoder "
          f"{f.encoder_learning_rate:g} / head {f.head_learning_rate:g}, on {jax.device_count()} "
          f"device(s)")
 
   rng = jax.random.key_data(jax.random.key(config.seed + 2))
+  if not hook.done:  # the stage-2 start (stage 1's classifier) is selectable like later states
+    graphdef, state = state_lib.create_train_state(model, tx, rng)
+    try:
+      hook(0, graphdef, sharding.replicate(state, mesh))
+    except loop.StopTraining as stop:
+      print0(f"[{RUN_NAME}] stopped at step 0: {stop.reason}")
+    del state
   if hook.done:  # an earlier run of this workdir stopped early: nothing left to train
     print0(f"[{RUN_NAME}] stopped early before (best step {hook.record.best_step}); evaluating "
            f"its selected state")
@@ -165,7 +467,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     result = loop.run(name=RUN_NAME, workdir=workdir, model=model, loss_fn=make_loss_fn(config),
                       tx=tx, batches=batches, global_batch_size=f.batch_size,
-                      config=loop_config(config), rng=rng, mesh=mesh,
+                      config=loop_config(config, budget), rng=rng, mesh=mesh,
                       schedule=schedules["encoder"], hooks=[hook])
     graphdef, state = result.graphdef, result.state
   record = hook.record
@@ -177,6 +479,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   scores, labels = scorer(state_lib.eval_model(graphdef, best), test)
   test_summary = summary.auc_summary(labels, scores, class_names, seed=config.seed)
+  curve = {str(e["step"]): _finite_or_none(e[SELECTION_METRIC]) for e in record.evaluations}
+  plot = None
+  if jax.process_index() == 0:
+    plot = plot_validation_curves(workdir, lp, curve, budget, record.best_step)
   out = {
       "mode": RUN_NAME,
       **origin,
@@ -186,9 +492,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "train_images": len(train),
       "best_step": record.best_step,
       "validation_mean_auc": record.best_value,
-      "validation_mean_auc_by_step": {str(e["step"]): _finite_or_none(e[SELECTION_METRIC])
-                                      for e in record.evaluations},
+      "validation_mean_auc_by_step": curve,
       "stopped_early": record.stopped_early,
+      "num_epochs": f.num_epochs if f.num_steps is None else None,
+      "num_steps": budget.num_steps,
+      "steps_per_epoch": budget.steps_per_epoch,
+      "eval_every_steps": budget.eval_every,
+      "warmup_steps": budget.warmup_steps,
+      "patience": f.patience,
+      "linear_probe": lp or None,
+      "validation_curve_png": plot,
       "optimizer": f.optimizer,
       "encoder_learning_rate": f.encoder_learning_rate,
       "head_learning_rate": f.head_learning_rate,
