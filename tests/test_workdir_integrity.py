@@ -293,6 +293,20 @@ def test_lock_is_released_on_errors_and_on_sigterm(root, run_dir, tmp_path):
   assert not (tmp_path / "w" / workdir_lib.LOCK_FILE).exists()
 
 
+def test_lock_without_hard_links(tmp_path, monkeypatch):
+  """Filesystems without hard links (some FUSE and network mounts): an exclusive create."""
+  def no_link(src, dst):
+    raise OSError(1, "Operation not permitted")
+
+  monkeypatch.setattr(os, "link", no_link)
+  first = workdir_lib._Lock(tmp_path)  # pylint: disable=protected-access
+  first.acquire()
+  with pytest.raises(workdir_lib.WorkdirInUseError, match=rf"pid {os.getpid()}"):
+    workdir_lib._Lock(tmp_path).acquire()  # pylint: disable=protected-access
+  first.release()
+  assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_lock_on_an_object_store_path(tmp_path, monkeypatch):
   """``gs://`` workdirs: no atomic create, the lock goes through epath (exists, write, read)."""
   monkeypatch.setattr(ckpt_lib, "is_remote", lambda path: True)

@@ -406,6 +406,14 @@ class _Lock:
       return True
     except FileExistsError:
       return False
+    except OSError:  # no hard links here (some network and FUSE filesystems): exclusive create
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      except FileExistsError:
+        return False
+      with os.fdopen(fd, "w") as f:
+        f.write(payload)
+      return True
     finally:
       tmp.unlink(missing_ok=True)
 
@@ -549,7 +557,7 @@ def open_run(config: ml_collections.ConfigDict, workdir: str | epath.PathLike) -
     if lock is not None:
       lock.release()
     if created:
-      with contextlib.suppress(OSError):
+      with contextlib.suppress(Exception):  # tidying only: never hides the run's own outcome
         if workdir.exists() and not any(workdir.iterdir()):
           workdir.rmdir()  # a run that stopped before writing anything leaves nothing
 
