@@ -53,13 +53,30 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
   m, d, t = config.model, config.data, config.train
   last = history[-1] if history else {}
   ours = summary["OTCXR"]["test_mean_auc"]
+  ours_ci = summary["OTCXR"]["test_mean_auc_ci95"]
   floors = [k for k in summary if k != "OTCXR"]
-  beaten = [k for k in floors if ours > summary[k]["test_mean_auc"]]
-  verdict = (f"OTCXR's test mean AUC ({ours:.3f}) beats " +
+
+  def separated(k) -> bool:  # OTCXR's whole interval above the floor's
+    return ours_ci[0] > summary[k]["test_mean_auc_ci95"][1]
+
+  beaten = [k for k in floors if separated(k)]
+  verdict = (f"OTCXR's test mean AUC is {ours:.3f} [{ours_ci[0]:.3f}, {ours_ci[1]:.3f}]. "
+             "With non-overlapping 95% intervals it beats " +
              (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})" for k in beaten) or "none")
-             + " and does not beat " +
+             + "; it does not beat " +
              (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})"
-                        for k in floors if k not in beaten) or "none") + ".")
+                        for k in floors if k not in beaten) or "none") + " that way.")
+  comparison_rows = []
+  for k in floors:
+    delta = summary[k].get("otcxr_minus_this")
+    if delta:
+      comparison_rows.append([k, f"{delta['difference']:+.3f}",
+                              f"[{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]",
+                              "yes" if separated(k) else "no"])
+  spread = result.get("feature_spread", {})
+  spread_rows = [[k, f"{v['position_share']:.4f}", f"{v['image_share']:.4f}",
+                  f"{v['interaction_share']:.4f}", f"{v['pooled_std_over_mean']:.4f}"]
+                 for k, v in spread.items()]
   floors_md = ("the same encoder at its random initialisation, evaluated with the BatchNorm "
                "statistics it was initialised with (mean 0, variance 1) and with statistics "
                "re-estimated on the training images (as a pretrained encoder's are)"
@@ -78,6 +95,11 @@ The floors: {floors_md}, and raw pixels downsampled to
 
 {markdown_table(["features", "test mean AUC", "95% CI (bootstrap)", "validation mean AUC",
                  "weight decay"], rows)}
+
+OTCXR minus each floor, paired bootstrap over the same test images (500 resamples):
+
+{markdown_table(["floor", "OTCXR minus floor", "95% CI (paired)", "separate 95% intervals"],
+                comparison_rows)}
 
 ![per-class AUC]({fig_dir.name}/{bars})
 
@@ -100,6 +122,16 @@ The floors: {floors_md}, and raw pixels downsampled to
   {_fmt(last.get('marginal_error'))}, plan entropy {_fmt(last.get('plan_entropy'))}
 
 ![pretraining curves]({fig_dir.name}/{curves})
+
+### What the features carry (`evaluation/diagnostics.py`, 512 training images)
+
+Shares of the dense feature map's variance between positions (the same in every image), between
+images (what moves the pooled feature) and their interaction (local differences); and the median
+over pooled-feature dimensions of std/|mean| (near 0: every image gets nearly the same pooled
+feature).
+
+{markdown_table(["encoder", "position share", "image share", "interaction share",
+                 "pooled std/|mean|"], spread_rows)}
 
 ## What the pretraining head sees
 

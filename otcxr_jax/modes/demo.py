@@ -22,7 +22,7 @@ from flax import nnx
 
 from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import features, linear_probe, metrics, report, visualize
+from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics, report, visualize
 from otcxr_jax.modes import pretrain
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
@@ -86,11 +86,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      test_labels, p.test_scores, num_samples=500, seed=config.seed).mean))
       for name, p in probes.items()}
 
+  ours = probes["OTCXR"].test_scores
+  for name, p in probes.items():
+    if name != "OTCXR":
+      diff, low, high = metrics.paired_mean_auc_difference(
+          test_labels, ours, p.test_scores, num_samples=500, seed=config.seed)
+      summary[name]["otcxr_minus_this"] = dict(difference=diff, ci95=[low, high])
+  # Does the pretrained encoder's output carry the image or only the position?
+  # (evaluation/diagnostics.py), on up to 512 training images.
+  probe_images = np.stack([sources["train"][i]["image"]
+                           for i in range(min(512, len(sources["train"])))])
+  spread = {"OTCXR": diagnostics.feature_spread(model.encoder, probe_images).as_dict(),
+            "random init": diagnostics.feature_spread(random_model.encoder,
+                                                      probe_images).as_dict()}
+
   sample = np.stack([sources["test"][i]["image"] for i in range(3)])
   pairs = visualize.pair_examples(model, sample, aug=config_lib.augment_config(config),
                                   objective=config_lib.objective_config(config), seed=config.seed)
   result = {
       "probes": summary,
+      "feature_spread": spread,
       "pretrain_steps": config.train.num_steps,
       "pretrain_seconds": pretrain_seconds,
       "total_seconds": time.time() - start,
