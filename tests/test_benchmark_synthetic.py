@@ -132,7 +132,7 @@ def test_supervised_reference_gets_its_own_fields(tmp_path):
   config = _config(tmp_path)
   supervised = benchmark_synthetic.reference_config(config, "supervised")
   assert supervised.finetune.encoder_learning_rate == 1e-3
-  assert config.finetune.encoder_learning_rate == 1e-4  # the shared config is left alone
+  assert config.finetune.encoder_learning_rate == 1e-5  # the shared config is left alone
   assert benchmark_synthetic.reference_config(config, "random_init").finetune.to_dict() == (
       config.finetune.to_dict())
   with config.unlocked():
