@@ -81,7 +81,9 @@ NEUTRAL_FIELDS = (
 RESUMABLE_FIELDS = NEUTRAL_FIELDS + (
     "train.num_steps",
     "finetune.num_steps",
+    "finetune.num_epochs",
     "finetune.eval_every",
+    "finetune.eval_every_epochs",
     "segment.num_steps",
     "segment.eval_every",
     "localize.num_examples",
