@@ -91,7 +91,7 @@ RESUMABLE_FIELDS = NEUTRAL_FIELDS + (
 )
 # Sections only some modes read: compared for those modes only.
 SECTION_MODES = {
-    "probe": ("demo", "linear_probe", "knn", "segment"),
+    "probe": ("demo", "linear_probe", "knn", "segment", "finetune"),  # finetune: its LP stage
     "knn": ("knn",),
     "finetune": ("finetune",),
     "segment": ("segment",),
