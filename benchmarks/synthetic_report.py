@@ -35,6 +35,10 @@ def _test_auc(metrics: Mapping[str, Any]) -> float | None:
   return metrics["test"]["mean_auc"]
 
 
+def _test_per_class_auc(metrics: Mapping[str, Any]) -> Mapping[str, float | None]:
+  return metrics["test"]["per_class_auc"]
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
   """An evaluation of an encoder: the mode that runs it and the report columns it fills.
@@ -45,12 +49,15 @@ class Evaluation:
     finetune_split: the label fraction of a fine-tuning evaluation (``config.finetune.split``).
     requires: the evaluation of the same row whose workdir this one reads (localisation explains
       the fine-tuned classifier of ``finetune_10pct``), run before it.
+    per_class: ``metrics.json`` -> ``{class: value}`` (None: undefined), the per-class values
+      of its first column (None: the evaluation has none).
   """
 
   mode: str
   columns: Mapping[str, Callable[[Mapping[str, Any]], float | None]]
   finetune_split: str | None = None
   requires: str | None = None
+  per_class: Callable[[Mapping[str, Any]], Mapping[str, float | None]] | None = None
 
 
 def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
@@ -58,11 +65,15 @@ def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
 
 
 EVALUATIONS: dict[str, Evaluation] = {
-    "linear_probe": Evaluation("linear_probe", {"linear probe AUC": _test_auc}),
-    "knn": Evaluation("knn", {"kNN AUC": _test_auc}),
-    "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct"),
-    "finetune_10pct": Evaluation("finetune", {"fine-tune 10% AUC": _test_auc}, "train_10pct"),
-    "finetune_100pct": Evaluation("finetune", {"fine-tune 100% AUC": _test_auc}, "train"),
+    "linear_probe": Evaluation("linear_probe", {"linear probe AUC": _test_auc},
+                               per_class=_test_per_class_auc),
+    "knn": Evaluation("knn", {"kNN AUC": _test_auc}, per_class=_test_per_class_auc),
+    "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct",
+                                per_class=_test_per_class_auc),
+    "finetune_10pct": Evaluation("finetune", {"fine-tune 10% AUC": _test_auc}, "train_10pct",
+                                 per_class=_test_per_class_auc),
+    "finetune_100pct": Evaluation("finetune", {"fine-tune 100% AUC": _test_auc}, "train",
+                                  per_class=_test_per_class_auc),
     "segment": Evaluation("segment", {
         "segment Dice (all)": lambda m: m["test"]["dice_all"],
         "segment Dice (positive)": lambda m: m["test"]["dice_positive"],
@@ -162,6 +173,46 @@ def collect(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table:
   not_run = frozenset((r, c) for r in rows(config) for c in columns if (r, c) not in ran)
   return Table(rows=rows(config), columns=columns, values=values, sources=sources,
                not_run=not_run)
+
+
+def collect_per_class(config: ml_collections.ConfigDict, workdir: epath.Path,
+                      evaluation: str) -> Table | None:
+  """The per-class table of ``evaluation`` on the rows it runs on: its headline column (the mean
+  over the classes, as in the results table), then one column per class, from the
+  ``metrics.json`` files present. None when the evaluation has no per-class values or runs on no
+  row."""
+  spec = EVALUATIONS[evaluation]
+  rows_run = [row for row, e in layout(config) if e == evaluation]
+  if spec.per_class is None or not rows_run:
+    return None
+  headline = next(iter(spec.columns))
+  columns = [headline]
+  values = {row: {} for row in rows_run}
+  sources = []
+  for row in rows_run:
+    for seed in range(config.benchmark.seeds):
+      path = metrics_path(workdir, row, seed, evaluation)
+      if not path.exists():
+        continue
+      metrics = json.loads(path.read_text())
+      sources.append(str(path))
+      cells = {headline: spec.columns[headline](metrics), **spec.per_class(metrics)}
+      for column, value in cells.items():
+        if column not in columns:
+          columns.append(column)
+        values[row].setdefault(column, []).append(math.nan if value is None else float(value))
+  return Table(rows=rows_run, columns=columns, values=values, sources=sources)
+
+
+def markdown_per_class(config: ml_collections.ConfigDict, workdir: epath.Path) -> str:
+  """One table per evaluation with per-class values: the headline beside each class."""
+  sections = []
+  for evaluation in dict.fromkeys(e for _, e in layout(config)):
+    table = collect_per_class(config, workdir, evaluation)
+    if table is not None:
+      sections.append(f"### {table.columns[0]}\n\n"
+                      f"{markdown_results(table, config.benchmark.seeds)}")
+  return "\n\n".join(sections) or "No evaluation with per-class values was run."
 
 
 def format_cell(mean: float, std: float, n: int, seeds: int) -> str:
@@ -332,6 +383,14 @@ labels.
 {markdown_results(table, seeds)}
 
 {not_run}{newline.join(figures)}
+
+## Per-class AUC (test split)
+
+Each AUC evaluation's headline, the mean over the findings (the column of the results table),
+beside the AUC of each finding, on the rows it runs on; mean ± sample standard deviation over the
+seeds, the best of each column in bold.
+
+{markdown_per_class(config, workdir)}
 
 ## Runtime
 
