@@ -226,3 +226,62 @@ def test_localisation_reads_the_rows_classifier_and_needs_it_first(tmp_path):
     config.benchmark.evaluations = ("localize", "finetune_10pct")
   with pytest.raises(ValueError, match=r"expected 'finetune_10pct' before it"):
     benchmark_synthetic.check(config)
+
+
+def test_per_class_tables_sit_beside_the_headline(tmp_path):
+  """Hand-written metrics.json files of two seeds: each AUC evaluation gets a table of its mean
+  AUC and each class, mean ± sample std over the seeds, on the rows it runs on only."""
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 2
+    config.benchmark.timed_runs = ()
+  classes = ("atelectasis", "edema")
+  values = {  # (row, evaluation): per seed, (mean AUC, atelectasis, edema)
+      ("otcxr", "linear_probe"): [(0.6, 0.5, 0.7), (0.7, 0.6, 0.8)],
+      ("vicreg", "linear_probe"): [(0.65, 0.7, 0.6), (0.65, 0.7, 0.6)],
+      ("otcxr_location_mse", "linear_probe"): [(0.5, 0.5, None), (0.6, 0.6, 0.6)],
+      ("random_init", "linear_probe"): [(0.55, 0.55, 0.55)],  # seed 1 missing
+      ("otcxr", "knn"): [(0.52, 0.54, 0.5), (0.54, 0.5, 0.54)],
+      ("random_init", "knn"): [(0.51, 0.52, 0.5), (0.53, 0.56, 0.5)],
+  }
+  for (row, evaluation), seeds in values.items():
+    for seed, (mean, *per_class) in enumerate(seeds):
+      path = synthetic_report.metrics_path(tmp_path, row, seed, evaluation)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps({"test": {"mean_auc": mean,
+                                           "per_class_auc": dict(zip(classes, per_class))}}))
+  text = synthetic_report.write_report(config, tmp_path).read_text()
+  assert text.index("## Results") < text.index("## Per-class AUC") < text.index("## Runtime")
+  header, rows = _table(text, "### linear probe AUC")
+  assert header == ["run", "linear probe AUC", *classes]
+  assert rows == {
+      "otcxr": ["0.650 ± 0.071", "0.550 ± 0.071", "**0.750 ± 0.071**"],
+      "vicreg": ["**0.650 ± 0.000**", "**0.700 ± 0.000**", "0.600 ± 0.000"],
+      "otcxr_location_mse": ["0.550 ± 0.071", "0.550 ± 0.071", "0.600 (n=1)"],
+      "random_init": ["0.550 (n=1)", "0.550 (n=1)", "0.550 (n=1)"],
+  }
+  header, rows = _table(text, "### kNN AUC")
+  assert header == ["run", "kNN AUC", *classes]
+  assert rows == {"otcxr": ["**0.530 ± 0.014**", "0.520 ± 0.028", "**0.520 ± 0.028**"],
+                  "random_init": ["0.520 ± 0.014", "**0.540 ± 0.028**", "0.500 ± 0.000"]}
+  # The headline column is the results table's.
+  _, results = _table(text, "## Results")
+  assert results["otcxr"][0] == "0.650 ± 0.071"
+  assert synthetic_report.collect_per_class(config, tmp_path, "segment") is None
+
+
+def test_default_scale_is_128_with_an_8x8_dense_map():
+  """The default runs where docs/finding_contrast puts it: 128x128, an 8x8 map (small stem of
+  stride 2, last stage at 16), VICRegL's 20 + 4 of 49 cells scaled to 64, and the cohort whose
+  test split fits the ±0.015 interval; tiny keeps its 2x2 map."""
+  from otcxr_jax import config_lib
+  from otcxr_jax.modes import pretrain_methods
+  c = benchmark_config.get_config()
+  assert (c.data.config, c.data.image_size) == ("128", 128)
+  assert pretrain_methods.dense_grid(c) == (8, 8)
+  assert tuple(c.vicregl.num_matches) == (round(20 / 49 * 64), round(4 / 49 * 64)) == (26, 5)
+  assert c.data.synthetic_patients == benchmark_config.SYNTHETIC_PATIENTS == 10000
+  c.method = "vicregl"
+  config_lib.validate(c)
+  tiny = benchmark_config.get_config("tiny")
+  assert pretrain_methods.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16
