@@ -34,22 +34,27 @@ on 512 training images.
 from __future__ import annotations
 
 import json
+import pathlib
+import sys
 import time
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
-from absl import app, flags
-from etils import epath
-from flax import nnx
-from ml_collections import config_flags
+if not __package__:  # run as a file: make the repository root importable
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from otcxr_jax import config_lib
-from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import diagnostics, features
-from otcxr_jax.modes import pretrain
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from etils import epath  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from otcxr_jax import config_lib  # noqa: E402
+from otcxr_jax.data import datasets  # noqa: E402
+from otcxr_jax.evaluation import diagnostics, features  # noqa: E402
+from otcxr_jax.modes import pretrain  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A pretraining config file.",
                                           lock_config=True)

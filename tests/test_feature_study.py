@@ -36,3 +36,21 @@ def test_every_kind_runs_at_tiny_size(tmp_path):
       s = row["feature_spread"]
       assert s["position_share"] + s["image_share"] + s["interaction_share"] == pytest.approx(1)
   assert (tmp_path / "pretrain" / "checkpoints" / "pretrain" / "2").exists()
+
+
+@pytest.mark.slow
+def test_the_documented_command_runs(tmp_path):
+  import json
+  import pathlib
+  import subprocess
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  config = tmp_path / "tiny_study.py"
+  config.write_text("from tests.tiny import tiny_config\n\n\ndef get_config():\n"
+                    f"  return tiny_config({str(tmp_path / 'data')!r})\n")
+  out = subprocess.run([sys.executable, "benchmarks/feature_study.py", "--config", str(config),
+                        "--workdir", str(tmp_path / "study" / "pixels"), "--kind=pixels",
+                        "--Cs=1.0"], cwd=repo, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "test mean AUC: pixels" in out.stdout
+  rows = (tmp_path / "study" / "feature_study.jsonl").read_text().splitlines()
+  assert len(rows) == 1 and json.loads(rows[0])["kind"] == "pixels"
