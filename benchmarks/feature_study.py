@@ -56,13 +56,6 @@ from otcxr_jax.data import datasets  # noqa: E402
 from otcxr_jax.evaluation import diagnostics, features  # noqa: E402
 from otcxr_jax.modes import pretrain  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "A pretraining config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run's checkpoints go.")
-_KIND = flags.DEFINE_enum("kind", "pretrain", ["pretrain", "random", "supervised", "pixels"],
-                          "What to probe (module docstring).")
-_CS = flags.DEFINE_list("Cs", ["0.01", "0.1", "1.0"], "Inverse L2 strengths tried on validation.")
-
 FEATURE_SETS = ("pooled", "stages", "grid2")
 
 
@@ -181,13 +174,24 @@ def study(config, workdir: str, kind: str, Cs: Sequence[float]) -> dict:
   return row
 
 
+def _define_flags() -> None:
+  """Flags of the command line only (importing this module defines none: otcxr_jax.main's
+  ``--config`` would clash)."""
+  config_flags.DEFINE_config_file("config", None, "A pretraining config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where the run's checkpoints go.")
+  flags.DEFINE_enum("kind", "pretrain", ["pretrain", "random", "supervised", "pixels"],
+                    "What to probe (module docstring).")
+  flags.DEFINE_list("Cs", ["0.01", "0.1", "1.0"], "Inverse L2 strengths tried on validation.")
+
+
 def main(argv) -> None:
   del argv
-  config = _CONFIG.value
+  f = flags.FLAGS
+  config = f.config
   config.mode = "pretrain"  # a demo config pretrains here; the probes are this script's
   config_lib.validate(config)
-  workdir = epath.Path(_WORKDIR.value)
-  row = study(config, str(workdir), _KIND.value, [float(c) for c in _CS.value])
+  workdir = epath.Path(f.workdir)
+  row = study(config, str(workdir), f.kind, [float(c) for c in f.Cs])
   log = workdir.parent / "feature_study.jsonl"
   log.parent.mkdir(parents=True, exist_ok=True)
   previous = log.read_text() if log.exists() else ""
@@ -197,5 +201,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  _define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
