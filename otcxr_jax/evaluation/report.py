@@ -24,6 +24,38 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return "\n".join(lines)
 
 
+def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
+  """The demo's verdict (separated 95% intervals), its paired-difference rows and its
+  feature-spread rows."""
+  summary = result["probes"]
+  ours = summary["OTCXR"]["test_mean_auc"]
+  ours_ci = summary["OTCXR"]["test_mean_auc_ci95"]
+  floors = [k for k in summary if k != "OTCXR"]
+
+  def separated(k) -> bool:  # OTCXR's whole interval above the floor's
+    return ours_ci[0] > summary[k]["test_mean_auc_ci95"][1]
+
+  beaten = [k for k in floors if separated(k)]
+  verdict = (f"OTCXR's test mean AUC is {ours:.3f} [{ours_ci[0]:.3f}, {ours_ci[1]:.3f}]. "
+             "With non-overlapping 95% intervals it beats " +
+             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})" for k in beaten) or "none")
+             + "; it does not beat " +
+             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})"
+                        for k in floors if k not in beaten) or "none") + " that way.")
+  comparison_rows = []
+  for k in floors:
+    delta = summary[k].get("otcxr_minus_this")
+    if delta:
+      comparison_rows.append([k, f"{delta['difference']:+.3f}",
+                              f"[{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]",
+                              "yes" if separated(k) else "no"])
+  spread = result.get("feature_spread", {})
+  spread_rows = [[k, f"{v['position_share']:.4f}", f"{v['image_share']:.4f}",
+                  f"{v['interaction_share']:.4f}", f"{v['pooled_std_over_mean']:.4f}"]
+                 for k, v in spread.items()]
+  return verdict, comparison_rows, spread_rows
+
+
 def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Mapping,
                       history, probes: Mapping, class_names: Sequence[str], pairs) -> epath.Path:
   workdir = epath.Path(workdir)
@@ -52,31 +84,7 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
                     for c in class_names]
   m, d, t = config.model, config.data, config.train
   last = history[-1] if history else {}
-  ours = summary["OTCXR"]["test_mean_auc"]
-  ours_ci = summary["OTCXR"]["test_mean_auc_ci95"]
-  floors = [k for k in summary if k != "OTCXR"]
-
-  def separated(k) -> bool:  # OTCXR's whole interval above the floor's
-    return ours_ci[0] > summary[k]["test_mean_auc_ci95"][1]
-
-  beaten = [k for k in floors if separated(k)]
-  verdict = (f"OTCXR's test mean AUC is {ours:.3f} [{ours_ci[0]:.3f}, {ours_ci[1]:.3f}]. "
-             "With non-overlapping 95% intervals it beats " +
-             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})" for k in beaten) or "none")
-             + "; it does not beat " +
-             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})"
-                        for k in floors if k not in beaten) or "none") + " that way.")
-  comparison_rows = []
-  for k in floors:
-    delta = summary[k].get("otcxr_minus_this")
-    if delta:
-      comparison_rows.append([k, f"{delta['difference']:+.3f}",
-                              f"[{delta['ci95'][0]:+.3f}, {delta['ci95'][1]:+.3f}]",
-                              "yes" if separated(k) else "no"])
-  spread = result.get("feature_spread", {})
-  spread_rows = [[k, f"{v['position_share']:.4f}", f"{v['image_share']:.4f}",
-                  f"{v['interaction_share']:.4f}", f"{v['pooled_std_over_mean']:.4f}"]
-                 for k, v in spread.items()]
+  verdict, comparison_rows, spread_rows = _demo_comparisons(result)
   floors_md = ("the same encoder at its random initialisation, evaluated with the BatchNorm "
                "statistics it was initialised with (mean 0, variance 1) and with statistics "
                "re-estimated on the training images (as a pretrained encoder's are)"
