@@ -160,11 +160,7 @@ def collect(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table:
   values = {row: {} for row in rows(config)}
   sources = []
   for row, e in steps:
-    for seed in range(config.benchmark.seeds):
-      path = metrics_path(workdir, row, seed, e)
-      if not path.exists():
-        continue
-      metrics = json.loads(path.read_text())
+    for path, metrics in _present_metrics(config, workdir, row, e):
       sources.append(str(path))
       for column, read in EVALUATIONS[e].columns.items():
         value = read(metrics)
@@ -173,6 +169,15 @@ def collect(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table:
   not_run = frozenset((r, c) for r in rows(config) for c in columns if (r, c) not in ran)
   return Table(rows=rows(config), columns=columns, values=values, sources=sources,
                not_run=not_run)
+
+
+def _present_metrics(config: ml_collections.ConfigDict, workdir: epath.Path, row: str,
+                     evaluation: str):
+  """``(path, metrics)`` of each seed's ``metrics.json`` of ``row``'s ``evaluation`` that exists."""
+  for seed in range(config.benchmark.seeds):
+    path = metrics_path(workdir, row, seed, evaluation)
+    if path.exists():
+      yield path, json.loads(path.read_text())
 
 
 def collect_per_class(config: ml_collections.ConfigDict, workdir: epath.Path,
@@ -190,11 +195,7 @@ def collect_per_class(config: ml_collections.ConfigDict, workdir: epath.Path,
   values = {row: {} for row in rows_run}
   sources = []
   for row in rows_run:
-    for seed in range(config.benchmark.seeds):
-      path = metrics_path(workdir, row, seed, evaluation)
-      if not path.exists():
-        continue
-      metrics = json.loads(path.read_text())
+    for path, metrics in _present_metrics(config, workdir, row, evaluation):
       sources.append(str(path))
       cells = {headline: spec.columns[headline](metrics), **spec.per_class(metrics)}
       for column, value in cells.items():
