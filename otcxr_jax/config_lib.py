@@ -8,7 +8,7 @@ expected, before any data is read or any array is allocated.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 from ml_collections import config_dict
@@ -69,7 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
       encoder="resnet50",
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
-      stem_stride=1,               # small stem only
+      stem_stride=1,               # the 'small' stem's stride; 'imagenet' has its own (4 with pool)
       norm="batch",                # ResNet normalisation: 'batch' or 'group' (GroupNorm)
       norm_groups=32,              # GroupNorm groups (gcd with each layer's channels)
       in_channels=1,
@@ -226,6 +226,23 @@ def _get(c, dotted: str):
   return node
 
 
+def stem_stride(model: ml_collections.ConfigDict) -> int:
+  """The ResNet ``stem_stride`` argument of ``config.model``: ``model.stem_stride`` is the 'small'
+  stem's stride; the 'imagenet' stem (7x7/2 conv + max-pool) has a fixed stride and does not read
+  it, so changing ``model.stem`` alone switches a config between the two."""
+  return model.stem_stride if model.stem == "small" else 1
+
+
+def check_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Refuses command-line overrides (``{'model.stem_stride': 2, ...}``) that combine fields the
+  run would not use together: a ``model.stem_stride`` other than 1 given for the 'imagenet'
+  stem (a config file's stride for its 'small' stem is not an error: it does not apply)."""
+  if "model.stem_stride" in overrides and c.model.stem != "small" and c.model.stem_stride != 1:
+    raise ConfigError(f"config.model.stem_stride={c.model.stem_stride!r} applies to "
+                      f"model.stem='small' only; model.stem={c.model.stem!r} has a fixed stride. "
+                      "Drop the stride, or set --config.model.stem=small.")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first invalid field."""
   _require(c.mode in MODES, "mode", c.mode, f"one of {MODES}")
@@ -236,6 +253,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   _require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
   _require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
            "'imagenet' or 'small'")
+  _require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
+           c.model.stem_stride, "a positive int")
   _require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
   _require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
   _require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",

@@ -1,0 +1,83 @@
+"""Command-line overrides that change one field keep the config consistent: switching the demo's
+small stem to the ImageNet stem needs no second field, and a stride given for the ImageNet stem is
+refused with a message naming both fields."""
+
+import pathlib
+import sys
+from unittest import mock
+
+import pytest
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from otcxr_jax import config_lib
+from otcxr_jax.modes import pretrain
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _parse(*overrides: str):
+  """(config, override values) as ``python -m otcxr_jax.main`` parses them (locked config; the
+  override flags are read from ``sys.argv``)."""
+  argv = ["prog", f"--config={REPO / 'configs' / 'demo.py'}", *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+  with mock.patch.object(sys, "argv", argv):
+    values(argv)
+  return values.config, config_flags.get_override_values(values["config"])
+
+
+def _stage_strides(config) -> dict:
+  encoder = nnx.eval_shape(lambda: pretrain.build_encoder(config, nnx.Rngs(0)))
+  return dict(encoder.stage_strides)
+
+
+def test_the_imagenet_stem_alone_switches_the_demo():
+  config, overrides = _parse()
+  assert (config.model.stem, config.model.stem_stride) == ("small", 2)
+  assert _stage_strides(config)["stage4"] == 16  # the demo's small stem, stride 2
+  config, overrides = _parse("--config.model.stem=imagenet")
+  config_lib.validate(config)
+  config_lib.check_overrides(config, overrides)
+  assert config_lib.stem_stride(config.model) == 1
+  strides = _stage_strides(config)
+  assert strides["stem"] == 2 and strides["stage4"] == 32  # conv/2 + max-pool: the ImageNet ResNet
+
+
+def test_small_stem_stride_still_applies():
+  config, overrides = _parse("--config.model.stem_stride=1")
+  config_lib.check_overrides(config, overrides)
+  assert config_lib.stem_stride(config.model) == 1 and _stage_strides(config)["stage4"] == 8
+
+
+@pytest.mark.parametrize("stride, refused", [(2, True), (1, False)])
+def test_a_stride_given_for_the_imagenet_stem_is_refused(stride, refused):
+  config, overrides = _parse("--config.model.stem=imagenet", f"--config.model.stem_stride={stride}")
+  if not refused:
+    config_lib.check_overrides(config, overrides)
+    return
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"model.stem_stride=2 applies to model.stem='small' only; "
+                           r"model.stem='imagenet' has a fixed stride"):
+    config_lib.check_overrides(config, overrides)
+
+
+def test_stem_stride_must_be_a_positive_int():
+  config, _ = _parse("--config.model.stem_stride=0")
+  with pytest.raises(config_lib.ConfigError, match="model.stem_stride=0: expected a positive int"):
+    config_lib.validate(config)
+
+
+def test_the_command_line_refuses_the_stride_before_any_compute(tmp_path):
+  import os
+  import subprocess
+  workdir = tmp_path / "w"
+  result = subprocess.run(
+      [sys.executable, "-m", "otcxr_jax.main", "--config", "configs/demo.py",
+       f"--workdir={workdir}", "--config.model.stem=imagenet", "--config.model.stem_stride=2"],
+      cwd=REPO, env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 2
+  assert "Invalid config (configs/demo.py): config.model.stem_stride=2 applies to" in result.stderr
+  assert not workdir.exists()
