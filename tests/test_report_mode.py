@@ -11,6 +11,7 @@ from PIL import Image
 from otcxr_jax import config_lib, report
 from otcxr_jax.evaluation import localization, score_files, summary
 from otcxr_jax.modes import report as report_mode
+from tests.tensorboard_events import read_events
 
 CLASSES = ("atelectasis", "effusion", "nodule")
 
@@ -162,6 +163,9 @@ def test_mode_and_command_line_write_the_same_report(runs, tmp_path, capsys):
   c.report.workdirs = tuple(workdirs)
   config_lib.validate(c)
   report_mode.run(c, str(tmp_path / "by_mode"))
+  _, images, _ = read_events(tmp_path / "by_mode" / "tensorboard" / "report")  # the figures
+  assert set(images) == {f"figures/{p.stem}" for p in (tmp_path / "by_mode" / "figures").iterdir()}
+  assert images
   assert report.main([*workdirs, "--out", str(tmp_path / "by_cli")]) == 0
   assert f"report: {tmp_path / 'by_cli' / 'report.md'}" in capsys.readouterr().out
   by_mode = (tmp_path / "by_mode" / "report.md").read_text()

@@ -401,7 +401,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "seconds": time.time() - start,
       "devices": f"1 x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, out)
+  path = summary.write_metrics(workdir, out, tensorboard=config.train.tensorboard)
   print0(f"[{RUN_NAME}]\n{table(out)}\n[{RUN_NAME}] metrics: {path}")
   return out
 
