@@ -1,6 +1,7 @@
 """The Colab demo notebook runs top to bottom (at its tiny size) and draws its figures."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -28,6 +29,7 @@ def test_demo_notebook_runs_at_tiny_size(tmp_path, monkeypatch):
   # Samples of the dataset, training curves, AUC bars, transport plan, CV-SIM attention.
   assert len(figures) == 5, text[-2000:]
   assert "[pretrain] step 2/2" in text
+  assert re.search(r"backend cpu, \d+ device\(s\):\n  0: cpu \(cpu\)\n", text)  # its devices
   assert "OTCXR: test mean AUC" in text and "random init: test mean AUC" in text
   assert "ONNX and JAX features differ by at most" in text
   run = tmp_path / "run"
@@ -35,3 +37,14 @@ def test_demo_notebook_runs_at_tiny_size(tmp_path, monkeypatch):
   assert {p.name for p in (run / "figures").iterdir()} == {
       "pretrain_curves.png", "auc_per_class.png", "transport_plan.png", "cvsim_attention.png"}
   assert (run / "encoder.safetensors").stat().st_size > 0 and (run / "encoder.onnx").exists()
+
+
+def test_colab_install_keeps_the_runtimes_jax():
+  """The set-up cell installs what ``otcxr_jax.colab.pip_args`` lists, never the requirements
+  file as is (its CPU jax, jaxlib and tensorflow-cpu would replace Colab's accelerator builds)."""
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  [setup] = [c.source for c in notebook.cells if "def find_repo" in c.source]
+  assert "colab.pip_args((repo / \"requirements.txt\").read_text())" in setup
+  assert "-r" not in setup and "requirements.txt\")], check=True" not in setup
+  intro = notebook.cells[0].source
+  assert "Runtime > Change runtime type" in intro and "TPU" in intro and "GPU" in intro
