@@ -70,6 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
       stem_stride=1,               # the 'small' stem's stride; 'imagenet' has its own (4 with pool)
+      num_stages=4,                # ResNet stages built (1-4); fewer end at a finer map
       norm="batch",                # ResNet normalisation: 'batch' or 'group' (GroupNorm)
       norm_groups=32,              # GroupNorm groups (gcd with each layer's channels)
       in_channels=1,
@@ -226,6 +227,13 @@ def _get(c, dotted: str):
   return node
 
 
+def _built_stages(model: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The stage names of ``config.model``'s network (a ViT has no stages)."""
+  if not model.encoder.startswith("resnet"):
+    return ()
+  return ("stem",) + tuple(f"stage{i}" for i in range(1, model.num_stages + 1))
+
+
 def stem_stride(model: ml_collections.ConfigDict) -> int:
   """The ResNet ``stem_stride`` argument of ``config.model``: ``model.stem_stride`` is the 'small'
   stem's stride; the 'imagenet' stem (7x7/2 conv + max-pool) has a fixed stride and does not read
@@ -255,6 +263,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
            "'imagenet' or 'small'")
   _require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
            c.model.stem_stride, "a positive int")
+  _require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
+           "model.num_stages", c.model.num_stages, "1, 2, 3 or 4 (ResNet stages)")
+  _require(not c.model.encoder.startswith("resnet") or c.model.dense_stage == "dense"
+           or c.model.dense_stage in _built_stages(c.model),
+           "model.dense_stage", c.model.dense_stage,
+           f"'dense' or a built stage {_built_stages(c.model)}")
   _require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
   _require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
   _require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
@@ -397,6 +411,11 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
     objective_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.objective: {e}") from None
+  _require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
+           "model.dense_stage", c.model.dense_stage,
+           "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
+           "gradient, and the pooled features every evaluation reads would come from them at "
+           "their initialisation; end the network there instead (model.num_stages)")
   for method in METHODS[1:]:
     try:
       method_config(c, method)

@@ -81,3 +81,26 @@ def test_the_command_line_refuses_the_stride_before_any_compute(tmp_path):
   assert result.returncode == 2
   assert "Invalid config (configs/demo.py): config.model.stem_stride=2 applies to" in result.stderr
   assert not workdir.exists()
+
+
+def test_num_stages_ends_the_network_and_dense_stage_must_exist():
+  config, _ = _parse("--config.model.stem=imagenet", "--config.model.num_stages=3")
+  config_lib.validate(config)
+  strides = _stage_strides(config)
+  assert max(strides.values()) == 16 and "stage4" not in strides  # 4x4 map at 64x64
+  config, _ = _parse("--config.model.num_stages=3", "--config.model.dense_stage=stage4")
+  with pytest.raises(config_lib.ConfigError, match="model.dense_stage='stage4'"):
+    config_lib.validate(config)
+
+
+def test_otcxr_on_an_inner_stage_is_refused_unless_the_pooled_features_train():
+  """Stages after OTCXR's dense map get no gradient; the evaluations' pooled features come from
+  them, so such a config would evaluate layers at their initialisation."""
+  config, _ = _parse("--config.model.dense_stage=stage3")
+  with pytest.raises(config_lib.ConfigError, match="no gradient"):
+    config_lib.validate(config)
+  config, _ = _parse("--config.model.dense_stage=stage3", "--config.objective.global_weight=1.0")
+  config_lib.validate(config)
+  config, _ = _parse("--config.model.dense_stage=stage3", "--config.method=vicregl",
+                     "--config.mode=pretrain")
+  config_lib.validate(config)
