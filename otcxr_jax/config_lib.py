@@ -92,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
       lse_mode=config_dict.placeholder(bool),  # None: kernel mode where it is safe
       grad_mode="fixed",
       center_tokens=True,          # OT cost on per-image centred tokens (see objectives/otcxr.py)
+      center_positions=False,      # OT cost without the batch's mean token at each position
       location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
       varcov_per_position=False,   # var/cov over the batch at each position, then averaged
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
