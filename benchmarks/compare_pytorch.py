@@ -14,7 +14,7 @@ Settings (``--setting``, comma-separated):
 
 | setting | model | images | batch |
 | --- | --- | --- | --- |
-| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.25, small stem of stride 2, GroupNorm, 4x4 map | 64² | 128 |
+| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.25, ImageNet stem, 3 stages, GroupNorm, 4x4 map | 64² | 128 |
 | ``resnet18_224`` | ResNet-18, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 | ``resnet50_224`` | ResNet-50, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 
@@ -84,7 +84,7 @@ def dense_grid(model: Mapping[str, Any], image_size: int) -> int:
   up = lambda n, s: -(-n // s)
   side = up(up(image_size, 2), 2) if model["stem"] == "imagenet" else up(image_size,
                                                                          model["stem_stride"])
-  for _ in range(3):
+  for _ in range(model.get("num_stages", 4) - 1):
     side = up(side, 2)
   return side
 
@@ -261,7 +261,8 @@ def torch_spec(config, step: str, precision: str, tf32: bool = False) -> dict[st
       "learning_rate": LEARNING_RATE, "objective": objective,
       "model": {"depth": int(m.encoder[len("resnet"):]), "width": m.width,
                 "in_channels": m.in_channels, "stem": m.stem,
-                "stem_stride": config_lib.stem_stride(m), "norm": m.norm,
+                "stem_stride": config_lib.stem_stride(m), "num_stages": m.num_stages,
+                "norm": m.norm,
                 "norm_groups": m.norm_groups, "projector_hidden": m.projector_hidden,
                 "projector_dim": m.projector_dim, "projector_layers": m.projector_layers,
                 "cvsim": m.cvsim, "cvsim_heads": m.cvsim_heads,
@@ -316,8 +317,8 @@ def build_jax(config, step: str, seed: int = 0):
     objective = dataclasses.asdict(config_lib.objective_config(config))
     inputs = {"view_s": image(), "view_t": image()}
     if objective["location_weight"]:
-      grid = dense_grid({"stem": config.model.stem, "stem_stride":
-                         config_lib.stem_stride(config.model)}, s)
+      grid = dense_grid({"stem": config.model.stem, "num_stages": config.model.num_stages,
+                         "stem_stride": config_lib.stem_stride(config.model)}, s)
       inputs["location"] = location_matrix(b, grid)
 
     def loss_fn(model, batch, rng):

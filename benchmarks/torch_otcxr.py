@@ -124,8 +124,8 @@ class ResNet(nn.Module):
   """
 
   def __init__(self, depth: int, *, width: float = 1.0, in_channels: int = 1,
-               stem: str = "imagenet", stem_stride: int = 1, norm: str = "batch",
-               norm_groups: int = 32):
+               stem: str = "imagenet", stem_stride: int = 1, num_stages: int = 4,
+               norm: str = "batch", norm_groups: int = 32):
     super().__init__()
     block, counts = ARCHITECTURES[depth]
     norm_spec = (norm, norm_groups)
@@ -136,7 +136,8 @@ class ResNet(nn.Module):
     else:
       self.stem = Stem(in_channels, stem_ch, 3, stem_stride, norm_spec)
     in_ch = stem_ch
-    for i, n_blocks in enumerate(counts):
+    self.num_stages = num_stages
+    for i, n_blocks in enumerate(counts[:num_stages]):
       planes = scale_channels(64 * 2**i, width)
       blocks = []
       for j in range(n_blocks):
@@ -149,7 +150,9 @@ class ResNet(nn.Module):
     x = self.stem(x)
     if self.stem_type == "imagenet":
       x = F.max_pool2d(x, 3, 2, 1)
-    return self.stage4(self.stage3(self.stage2(self.stage1(x))))
+    for i in range(1, self.num_stages + 1):
+      x = getattr(self, f"stage{i}")(x)
+    return x
 
 
 class Classifier(nn.Module):
@@ -324,7 +327,8 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
   """The network of ``spec`` (keys as ``compare_pytorch.torch_spec`` writes them)."""
   m = spec["model"]
   encoder = ResNet(m["depth"], width=m["width"], in_channels=m["in_channels"], stem=m["stem"],
-                   stem_stride=m["stem_stride"], norm=m["norm"], norm_groups=m["norm_groups"])
+                   stem_stride=m["stem_stride"], num_stages=m.get("num_stages", 4), norm=m["norm"],
+                   norm_groups=m["norm_groups"])
   if spec["step"] == "encoder":
     return Classifier(encoder, spec["num_classes"])
   projector = DenseProjector(encoder.num_features, m["projector_hidden"], m["projector_dim"],

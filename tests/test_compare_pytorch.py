@@ -28,9 +28,9 @@ def _tiny(setting="demo", precision="float32", batch=4, size=32, **extra):
 
 def test_settings_are_the_named_configs():
   demo = cp.make_config("demo")
-  assert (demo.model.encoder, demo.model.width, demo.model.stem, demo.model.norm,
-          demo.data.image_size, demo.train.batch_size) == ("resnet18", 0.25, "small", "group",
-                                                           64, 128)
+  assert (demo.model.encoder, demo.model.width, demo.model.stem, demo.model.num_stages,
+          demo.model.norm, demo.data.image_size, demo.train.batch_size) == (
+              "resnet18", 0.25, "imagenet", 3, "group", 64, 128)
   r18 = cp.make_config("resnet18_224", "bfloat16")
   assert (r18.model.encoder, r18.model.stem, r18.data.image_size, r18.train.batch_size,
           r18.train.compute_dtype) == ("resnet18", "imagenet", 224, 32, "bfloat16")
@@ -70,8 +70,8 @@ def test_weights_are_named_and_laid_out_for_pytorch():
   model, _, _ = cp.build_jax(_tiny(), "otcxr")
   weights = cp.jax_weights(model)
   conv = weights["encoder.stem.conv.weight"]
-  assert conv.shape == (8, 1, 3, 3)  # (out, in, kh, kw)
-  assert weights["projector.hidden.0.weight"].shape == (32, 64)  # (out, in)
+  assert conv.shape == (8, 1, 7, 7)  # (out, in, kh, kw): the ImageNet stem
+  assert weights["projector.hidden.0.weight"].shape == (32, 32)  # (out, in): stage 3, 32 channels
   assert "projector.norms.0.running_var" in weights
   assert "cvsim.norm_q.weight" in weights and "cvsim.mlp.fc2.bias" in weights
   np.testing.assert_array_equal(

@@ -1,5 +1,5 @@
 """Command-line overrides that change one field keep the config consistent: switching the demo's
-small stem to the ImageNet stem needs no second field, and a stride given for the ImageNet stem is
+ImageNet stem to the small stem needs no second field, and a stride given for the ImageNet stem is
 refused with a message naming both fields."""
 
 import pathlib
@@ -33,22 +33,22 @@ def _stage_strides(config) -> dict:
   return dict(encoder.stage_strides)
 
 
-def test_the_imagenet_stem_alone_switches_the_demo():
+def test_one_field_switches_the_demos_stem():
   config, overrides = _parse()
-  assert (config.model.stem, config.model.stem_stride) == ("small", 2)
-  assert _stage_strides(config)["stage4"] == 16  # the demo's small stem, stride 2
-  config, overrides = _parse("--config.model.stem=imagenet")
+  assert (config.model.stem, config.model.num_stages) == ("imagenet", 3)
+  strides = _stage_strides(config)
+  assert strides["stem"] == 2 and strides["stage3"] == 16  # conv/2 + max-pool: the ImageNet ResNet
+  config, overrides = _parse("--config.model.stem=small")
   config_lib.validate(config)
   config_lib.check_overrides(config, overrides)
   assert config_lib.stem_stride(config.model) == 1
-  strides = _stage_strides(config)
-  assert strides["stem"] == 2 and strides["stage4"] == 32  # conv/2 + max-pool: the ImageNet ResNet
+  assert _stage_strides(config)["stage3"] == 4  # 3x3 stem of stride 1, no max-pool
 
 
 def test_small_stem_stride_still_applies():
-  config, overrides = _parse("--config.model.stem_stride=1")
+  config, overrides = _parse("--config.model.stem=small", "--config.model.stem_stride=2")
   config_lib.check_overrides(config, overrides)
-  assert config_lib.stem_stride(config.model) == 1 and _stage_strides(config)["stage4"] == 8
+  assert config_lib.stem_stride(config.model) == 2 and _stage_strides(config)["stage3"] == 8
 
 
 @pytest.mark.parametrize("stride, refused", [(2, True), (1, False)])
@@ -96,11 +96,11 @@ def test_num_stages_ends_the_network_and_dense_stage_must_exist():
 def test_otcxr_on_an_inner_stage_is_refused_unless_the_pooled_features_train():
   """Stages after OTCXR's dense map get no gradient; the evaluations' pooled features come from
   them, so such a config would evaluate layers at their initialisation."""
-  config, _ = _parse("--config.model.dense_stage=stage3")
+  config, _ = _parse("--config.model.dense_stage=stage2")
   with pytest.raises(config_lib.ConfigError, match="no gradient"):
     config_lib.validate(config)
-  config, _ = _parse("--config.model.dense_stage=stage3", "--config.objective.global_weight=1.0")
+  config, _ = _parse("--config.model.dense_stage=stage2", "--config.objective.global_weight=1.0")
   config_lib.validate(config)
-  config, _ = _parse("--config.model.dense_stage=stage3", "--config.method=vicregl",
+  config, _ = _parse("--config.model.dense_stage=stage2", "--config.method=vicregl",
                      "--config.mode=pretrain")
   config_lib.validate(config)
