@@ -13,7 +13,7 @@ directly (:func:`load_jax_weights`):
 * ``otcxr_jax/models/heads.py``: ``DenseProjector`` (Linear-BN-ReLU ... Linear over tokens);
 * ``otcxr_jax/models/cvsim.py`` and ``attention.py``: pre-norm cross-attention block, LayerNorm
   eps 1e-6, float32 softmax, exact-GELU MLP, called both ways in one batch;
-* ``otcxr_jax/objectives/otcxr.py``, ``ot.py``, ``regularizers.py``: tokens centred per image,
+* ``otcxr_jax/objectives/otcxr.py``, ``ot.py``, ``regularizers.py``: tokens centred per cell over the batch (``center_positions``) and per image,
   cosine cost (norm floor 1e-6) plus an optional location prior, Sinkhorn with uniform marginals
   and a fixed number of iterations in the log domain or with kernel scalings (the updates of
   ott-jax 0.6.0: g first, then f, starting from zero potentials / unit scalings), the plan held
@@ -306,8 +306,10 @@ def otcxr_loss(q_s: torch.Tensor, q_t: torch.Tensor, objective: Mapping[str, Any
     var = variance_loss(q_s) + variance_loss(q_t)
     cov = covariance_loss(q_s) + covariance_loss(q_t)
     x_s, x_t = q_s, q_t
+    if objective.get("center_positions"):
+      x_s, x_t = x_s - x_s.mean(0, keepdim=True), x_t - x_t.mean(0, keepdim=True)
     if objective["center_tokens"]:
-      x_s, x_t = q_s - q_s.mean(1, keepdim=True), q_t - q_t.mean(1, keepdim=True)
+      x_s, x_t = x_s - x_s.mean(1, keepdim=True), x_t - x_t.mean(1, keepdim=True)
     cost = cosine_cost(x_s, x_t)
     if objective["location_weight"]:
       cost = cost + objective["location_weight"] * location
