@@ -13,12 +13,13 @@ directly (:func:`load_jax_weights`):
 * ``otcxr_jax/models/heads.py``: ``DenseProjector`` (Linear-BN-ReLU ... Linear over tokens);
 * ``otcxr_jax/models/cvsim.py`` and ``attention.py``: pre-norm cross-attention block, LayerNorm
   eps 1e-6, float32 softmax, exact-GELU MLP, called both ways in one batch;
-* ``otcxr_jax/objectives/otcxr.py``, ``ot.py``, ``regularizers.py``: tokens centred per cell over the batch (``center_positions``) and per image,
-  cosine cost (norm floor 1e-6) plus an optional location prior, Sinkhorn with uniform marginals
-  and a fixed number of iterations in the log domain or with kernel scalings (the updates of
-  ott-jax 0.6.0: g first, then f, starting from zero potentials / unit scalings), the plan held
-  fixed for the gradient (``grad_mode='fixed'``), ``L_OT = <P, C>``, and the VICReg variance and
-  covariance terms over batch x positions (unbiased).
+* ``otcxr_jax/objectives/otcxr.py``, ``ot.py``, ``regularizers.py``: tokens centred per cell
+  over the batch (``center_positions``) and per image, cosine cost (norm floor 1e-6) plus an
+  optional location prior, Sinkhorn with uniform marginals and a fixed number of iterations in
+  the log domain or with kernel scalings (the updates of ott-jax 0.6.0: g first, then f,
+  starting from zero potentials / unit scalings), the plan held fixed for the gradient
+  (``grad_mode='fixed'``), ``L_OT = <P, C>``, and the VICReg variance and covariance terms over
+  batch x positions (unbiased).
 
 Only ``grad_mode='fixed'``, ``alignment='ot'``, ``varcov_per_position=False`` and
 ``global_weight=0`` are ported: the settings of every config the comparison uses.
