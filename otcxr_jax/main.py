@@ -127,9 +127,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def _run() -> None:
+def run() -> None:
+  """The ``otcxr-train`` console script: ``python -m otcxr_jax.main`` with the same flags."""
+  if __name__ != "__main__":  # a console script: absl's --help describes the __main__ module
+    sys.modules["__main__"].__doc__ = __doc__
+    for flag in (_CONFIG.name, _WORKDIR.name):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag])
   app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-  _run()
+  run()

@@ -79,7 +79,7 @@ _RAISING_MODE = """
 
     build_dataset.run = run
     sys.argv = ["otcxr_jax.main", "--config", "configs/build_rsna_pneumonia.py", *sys.argv[1:]]
-    main._run()
+    main.run()
 """
 
 
