@@ -1,9 +1,6 @@
 """Preemption (SIGTERM -> checkpoint, clean exit, exact resumption) and non-finite-loss policies."""
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -15,9 +12,9 @@ from flax import nnx
 from otcxr_jax.data import pipeline
 from otcxr_jax.training import loop, optim, sharding
 from otcxr_jax.training import state as state_lib
-from tests.test_train_loop import _loss, _source, _Tiny
+from tests.training.test_train_loop import _loss, _source, _Tiny
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _batches():
@@ -55,7 +52,7 @@ import sys, jax
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
 from otcxr_jax.training import loop
-from tests.test_preemption import run_toy
+from tests.training.test_preemption import run_toy
 try:
   run_toy(sys.argv[1], 10_000, step_delay=0.05)
 except loop.Preempted as e:
@@ -63,40 +60,6 @@ except loop.Preempted as e:
   sys.exit(0)
 sys.exit(3)
 """
-
-
-def test_sigterm_checkpoints_and_resumes_exactly(tmp_path):
-  workdir = tmp_path / "run"
-  child = subprocess.Popen([sys.executable, "-c", _CHILD, str(workdir)], cwd=_REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-  try:
-    lines = []
-    for line in child.stdout:  # the first progress line: training (and the handler) started
-      lines.append(line)
-      if line.startswith("[toy] step "):
-        break
-    child.send_signal(signal.SIGTERM)
-    rest, _ = child.communicate(timeout=60)
-  finally:
-    if child.poll() is None:
-      child.kill()
-  output = "".join(lines) + rest
-  assert child.returncode == 0, output
-  step = int(output.split("PREEMPTED ")[1].split()[0])
-  assert 1 <= step < 10_000
-  assert (workdir / "checkpoints" / "toy" / str(step)).is_dir()
-
-  resumed = run_toy(workdir, step + 2)
-  full = run_toy(tmp_path / "full", step + 2)
-  assert resumed.resumed_from == step
-  for a, b in zip(_params(full.state), _params(resumed.state)):
-    np.testing.assert_array_equal(a, b)
-
-
-def test_sigterm_handler_restored_after_run(tmp_path):
-  previous = signal.getsignal(signal.SIGTERM)
-  run_toy(tmp_path, 1)
-  assert signal.getsignal(signal.SIGTERM) is previous
 
 
 def _poisoned_loss(bad_batch):

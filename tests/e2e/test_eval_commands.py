@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.data.synthetic_patients=16", "--config.model.width=0.125",
         "--config.model.stem_stride=1", "--config.model.projector_hidden=32",

@@ -3,7 +3,9 @@ anything is written (exit 2, the fields with old and new values), more steps con
 override records the change; one run at a time (a lock naming its holder, stale locks taken
 over); a damaged latest checkpoint falls back to the newest intact step in one line; the metric
 log holds each step once after resumptions; a finished evaluation is not scored again with
-another config."""
+another config.
+
+End to end: the runs (the unit tests are in tests/training/test_workdir_integrity.py)."""
 
 import json
 import os
@@ -22,10 +24,8 @@ from otcxr_jax.modes import finetune, knn, pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import workdir as workdir_lib
 from tests.tiny import tiny_config
+from tests.training.test_workdir_integrity import _REPO, _files
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
 pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
@@ -57,17 +57,6 @@ def _config(root, **train):
   return c
 
 
-def _files(workdir) -> dict[str, bytes]:
-  """Every file under ``workdir`` with its contents."""
-  out = {}
-  for dirpath, _, names in os.walk(workdir):
-    for name in names:
-      path = os.path.join(dirpath, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, workdir)] = f.read()
-  return out
-
-
 def _main(root, workdir, *flags, **popen):
   """``python -m otcxr_jax.main`` on the tiny config; a Popen when ``popen`` is given, else the
   finished process."""
@@ -91,8 +80,6 @@ def _history(workdir) -> list[dict]:
   path = workdir / workdir_lib.HISTORY_FILE
   return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-
-# --- config changes -----------------------------------------------------------------------------
 
 def test_rerun_with_another_batch_size_exits_2_and_changes_nothing(root, run_dir):
   before = _files(run_dir)
@@ -152,29 +139,6 @@ def test_override_accepts_a_change_and_records_it(root, run_dir, capsys):
   assert len(_history(run_dir)) == 1
 
 
-def test_fields_the_mode_does_not_read_are_not_compared(tmp_path):
-  config = tiny_config(tmp_path / "tfds")
-  workdir_lib.save_config(config, tmp_path)
-  before = _files(tmp_path)
-  other = tiny_config(tmp_path / "tfds")
-  other.finetune.num_steps = 7       # another mode's section
-  other.vicreg.sim_coeff = 1.0       # another method's hyperparameters
-  with other.unlocked():
-    other.benchmark = {"seeds": 5}   # a section outside the schema (a script's own)
-  assert workdir_lib.check_config(other, tmp_path).changes == ()
-  workdir_lib.save_config(other, tmp_path)
-  assert _files(tmp_path) == before
-
-  # A field the stored config lacks (added to the schema later) is unchanged at its default.
-  stored = json.loads((tmp_path / "config.json").read_text())
-  del stored["objective"]["center_tokens"]
-  (tmp_path / "config.json").write_text(json.dumps(stored))
-  assert workdir_lib.check_config(config, tmp_path).changes == ()
-  config.objective.center_tokens = not config.objective.center_tokens
-  with pytest.raises(workdir_lib.ConfigChangeError, match=r"objective.center_tokens True -> False"):
-    workdir_lib.check_config(config, tmp_path)
-
-
 def test_a_finished_finetune_is_not_scored_again_with_another_image_size(root):
   config = tiny_config(root / "tfds", mode="finetune")
   f = config.finetune
@@ -208,8 +172,6 @@ def test_an_evaluation_beside_the_pretraining_run_keeps_its_own_config(root, run
   with pytest.raises(workdir_lib.ConfigChangeError, match=r"finished knn run.*knn.k 5 -> 3"):
     knn.run(config, str(run_dir))
 
-
-# --- the lock -----------------------------------------------------------------------------------
 
 def test_a_second_concurrent_run_exits_at_once_naming_the_holder(root, run_dir):
   first = _main(root, run_dir, "--config.train.num_steps=100000", stdout=subprocess.PIPE,
@@ -293,33 +255,6 @@ def test_lock_is_released_on_errors_and_on_sigterm(root, run_dir, tmp_path):
   assert not (tmp_path / "w" / workdir_lib.LOCK_FILE).exists()
 
 
-def test_lock_without_hard_links(tmp_path, monkeypatch):
-  """Filesystems without hard links (some FUSE and network mounts): an exclusive create."""
-  def no_link(src, dst):
-    raise OSError(1, "Operation not permitted")
-
-  monkeypatch.setattr(os, "link", no_link)
-  first = workdir_lib._Lock(tmp_path)  # pylint: disable=protected-access
-  first.acquire()
-  with pytest.raises(workdir_lib.WorkdirInUseError, match=rf"pid {os.getpid()}"):
-    workdir_lib._Lock(tmp_path).acquire()  # pylint: disable=protected-access
-  first.release()
-  assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def test_lock_on_an_object_store_path(tmp_path, monkeypatch):
-  """``gs://`` workdirs: no atomic create, the lock goes through epath (exists, write, read)."""
-  monkeypatch.setattr(ckpt_lib, "is_remote", lambda path: True)
-  first = workdir_lib._Lock(tmp_path)  # pylint: disable=protected-access
-  first.acquire()
-  with pytest.raises(workdir_lib.WorkdirInUseError, match=rf"pid {os.getpid()}"):
-    workdir_lib._Lock(tmp_path).acquire()  # pylint: disable=protected-access
-  first.release()
-  assert not (tmp_path / workdir_lib.LOCK_FILE).exists()
-
-
-# --- damaged checkpoints ------------------------------------------------------------------------
-
 def _truncate_largest_array_file(step_dir) -> str:
   data = step_dir / "state" / "d"
   path = max(data.iterdir(), key=lambda p: p.stat().st_size)
@@ -367,8 +302,6 @@ def test_no_intact_checkpoint_is_one_clear_error(root, run_dir):
   assert f"step 1: {directory / '1' / 'state' / '_METADATA'}: empty" in error
   assert _files(run_dir) == before  # nothing moved
 
-
-# --- the metric log -----------------------------------------------------------------------------
 
 def test_metric_log_holds_each_step_once_after_two_resumptions(root, tmp_path):
   workdir = tmp_path / "run"

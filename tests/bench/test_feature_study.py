@@ -43,7 +43,7 @@ def test_the_documented_command_runs(tmp_path):
   import json
   import pathlib
   import subprocess
-  repo = pathlib.Path(__file__).resolve().parents[1]
+  repo = pathlib.Path(__file__).resolve().parents[2]
   config = tmp_path / "tiny_study.py"
   config.write_text("from tests.tiny import tiny_config\n\n\ndef get_config():\n"
                     f"  return tiny_config({str(tmp_path / 'data')!r})\n")

@@ -3,17 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
 from otcxr_jax import config_lib
 from otcxr_jax.data import augment
-from otcxr_jax.evaluation import checkpoints
-from otcxr_jax.models import target as target_lib
 from otcxr_jax.modes import pretrain
 from otcxr_jax.objectives import barlow_twins, byol, simclr, vicreg, vicregl
-from otcxr_jax.training import state as state_lib
 from tests.tiny import tiny_config
 
 IMAGES = np.random.RandomState(0).randint(0, 256, (8, 32, 32, 1)).astype(np.uint8)
@@ -95,27 +91,3 @@ def test_demo_mode_needs_otcxr(tmp_path):
   config.method = "simclr"
   with pytest.raises(config_lib.ConfigError, match=r"config\.method='simclr'.*'demo'"):
     config_lib.validate(config)
-
-
-def test_byol_run_checkpoints_its_target_and_restores_for_evaluation(tmp_path):
-  config = tiny_config(tmp_path / "tfds")
-  config.method = "byol"
-  result = pretrain.run(config, str(tmp_path / "run"))
-  model = result.model()
-  # The target network was checkpointed with the run and differs from the online network.
-  step_dir = tmp_path / "run" / "checkpoints" / "pretrain" / "2"
-  metadata = ocp.StandardCheckpointHandler().metadata(step_dir / "state")
-  paths = ["/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-           for path, _ in jax.tree_util.tree_flatten_with_path(metadata)[0]]
-  assert any(p.startswith("model_state/target/encoder/") for p in paths), paths[:5]
-  target = jax.tree.leaves(nnx.state(model.target.encoder, target_lib.TargetParam))
-  online = jax.tree.leaves(nnx.state(model.encoder, nnx.Param))
-  assert any(not np.array_equal(a, b) for a, b in zip(target, online))
-  # Evaluations rebuild the BYOL train state from the config and keep the trained encoder.
-  encoder = checkpoints.load_pretrained_encoder(config, tmp_path / "run/checkpoints/pretrain")
-  restored = nnx.to_flat_state(nnx.state(encoder))
-  trained = dict(nnx.to_flat_state(nnx.state(model.encoder)))
-  assert len(restored) == len(trained)
-  for path, var in restored:
-    np.testing.assert_array_equal(var.get_value(), trained[path].get_value())
-  assert "target" not in state_lib.split_model(model)[1]

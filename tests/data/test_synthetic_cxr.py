@@ -14,7 +14,7 @@ from otcxr_jax.data import phantom, tfds_source
 from tfds_builders.synthetic_cxr import CLASS_NAMES, Builder, SyntheticCxrConfig
 from tfds_builders.synthetic_cxr import synthetic_cxr_dataset_builder as scb
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = dict(name="tiny", resolution=64, num_patients=40, seed=3)
 SPLITS = ("train", "validation", "test", "train_1pct", "train_10pct")
 

@@ -1,0 +1,21 @@
+"""The evaluation report: tables equal to the runs' metrics.json, valid PNG figures, the mode and
+the command line, and refused inputs.
+
+End to end: the runs (the unit tests are in tests/modes/test_report_mode.py)."""
+
+from otcxr_jax import config_lib, report
+from otcxr_jax.modes import report as report_mode
+from tests.modes.test_report_mode import runs  # noqa: F401 fixture
+
+
+def test_mode_and_command_line_write_the_same_report(runs, tmp_path, capsys):
+  workdirs = [str(w) for w, _ in runs.values()]
+  c = config_lib.base_config()
+  c.mode = "report"
+  c.report.workdirs = tuple(workdirs)
+  config_lib.validate(c)
+  report_mode.run(c, str(tmp_path / "by_mode"))
+  assert report.main([*workdirs, "--out", str(tmp_path / "by_cli")]) == 0
+  assert f"report: {tmp_path / 'by_cli' / 'report.md'}" in capsys.readouterr().out
+  by_mode = (tmp_path / "by_mode" / "report.md").read_text()
+  assert by_mode == (tmp_path / "by_cli" / "report.md").read_text()
