@@ -1,17 +1,16 @@
-"""``otcxr_jax.main`` dispatches to a module per mode, and the build errors are expected failures
-(a line or two on stderr, exit status 2); the command itself runs in
+"""``otcxr_jax.main`` dispatches to a module per mode (``otcxr_jax.modes``), and the build errors
+are expected failures (a line or two on stderr, exit status 2); the command itself runs in
 ``tests/e2e/test_main_command.py``."""
 
-import importlib
-
-from otcxr_jax import config_lib, errors, main
+from otcxr_jax import errors, modes
 
 
 def test_every_mode_has_a_module_with_run():
-  assert tuple(main._MODE_MODULES) == config_lib.MODES
-  for mode, module_name in main._MODE_MODULES.items():
-    module = importlib.import_module(module_name)
-    assert callable(getattr(module, "run", None)), f"{module_name}.run (mode {mode!r})"
+  for mode in modes.MODES:
+    module = modes.module(mode)
+    assert module.__name__ == f"otcxr_jax.modes.{mode}"
+    assert callable(getattr(module, "run", None)), f"{module.__name__}.run (mode {mode!r})"
+    assert callable(getattr(module, "validate", lambda c: None))
 
 
 def test_build_errors_are_expected_failures():

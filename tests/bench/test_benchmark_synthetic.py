@@ -275,13 +275,13 @@ def test_default_scale_is_128_with_an_8x8_dense_map():
   stride 2, last stage at 16), VICRegL's 20 + 4 of 49 cells scaled to 64, and the cohort whose
   test split fits the ±0.015 interval; tiny keeps its 2x2 map."""
   from otcxr_jax import config_lib
-  from otcxr_jax.modes import pretrain_methods
+  from otcxr_jax.models import factory
   c = benchmark_config.get_config()
   assert (c.data.config, c.data.image_size) == ("128", 128)
-  assert pretrain_methods.dense_grid(c) == (8, 8)
+  assert factory.dense_grid(c) == (8, 8)
   assert tuple(c.vicregl.num_matches) == (round(20 / 49 * 64), round(4 / 49 * 64)) == (26, 5)
   assert c.data.synthetic_patients == benchmark_config.SYNTHETIC_PATIENTS == 10000
   c.method = "vicregl"
   config_lib.validate(c)
   tiny = benchmark_config.get_config("tiny")
-  assert pretrain_methods.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16
+  assert factory.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16

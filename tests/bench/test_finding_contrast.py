@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import finding_contrast as fc
-from otcxr_jax.data import phantom
+from tfds_builders.synthetic_cxr import phantom
 
 
 def _disc(size: int, centre: tuple[float, float], radius: float) -> np.ndarray:

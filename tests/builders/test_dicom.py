@@ -10,7 +10,7 @@ from pydicom.errors import InvalidDicomError
 from PIL import Image
 
 from builders import dicom_writer
-from otcxr_jax.data import dicom
+from tfds_builders.cxr_base import dicom
 
 
 def _ramp(bits: int, shape=(16, 24), signed: bool = False) -> np.ndarray:

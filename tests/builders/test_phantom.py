@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from otcxr_jax.data import phantom
-from otcxr_jax.data import phantom_anatomy as anatomy
-from otcxr_jax.data import phantom_cohort as pc
-from otcxr_jax.data import phantom_geometry as geo
-from otcxr_jax.data.phantom_assets import text_bitmap
+from tfds_builders.synthetic_cxr import phantom
+from tfds_builders.synthetic_cxr import phantom_anatomy as anatomy
+from tfds_builders.synthetic_cxr import phantom_cohort as pc
+from tfds_builders.synthetic_cxr import phantom_geometry as geo
+from tfds_builders.synthetic_cxr.phantom_assets import text_bitmap
 
 CLS = {name: i for i, name in enumerate(phantom.CLASS_NAMES)}
 RES = 64

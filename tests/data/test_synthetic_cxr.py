@@ -10,7 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from otcxr_jax.data import phantom, tfds_source
+from otcxr_jax.data import tfds_source
+from tfds_builders.synthetic_cxr import phantom
 from tfds_builders.synthetic_cxr import CLASS_NAMES, Builder, SyntheticCxrConfig
 from tfds_builders.synthetic_cxr import synthetic_cxr_dataset_builder as scb
 

@@ -20,6 +20,7 @@ from otcxr_jax import config_lib
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import checkpoints, classifier, linear_probe, metrics
 from otcxr_jax.models import LinearClassifier
+from otcxr_jax.models import factory
 from otcxr_jax.modes import finetune, pretrain
 from otcxr_jax.training import loop
 from tests.tiny import tiny_config
@@ -108,7 +109,7 @@ def test_pretrained_start_is_the_pretraining_encoder(root, pretrained):
                     "checkpoint_step": 2}
   random_encoder, origin = finetune.initial_encoder(_config(root))
   assert origin == {"init": "random"}
-  _assert_states_equal(random_encoder, pretrain.build_model(config, nnx.Rngs(config.seed)).encoder)
+  _assert_states_equal(random_encoder, factory.build_model(config, nnx.Rngs(config.seed)).encoder)
 
 
 def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
@@ -180,7 +181,7 @@ def test_mismatched_checkpoint_names_the_parameter(root, pretrained):
   assert match, str(error.value)
   path, stored, expected = match.groups()
   shapes = lambda c: {"/".join(map(str, k)): tuple(v.get_value().shape) for k, v in
-                      nnx.to_flat_state(nnx.state(pretrain.build_encoder(c, nnx.Rngs(0)),
+                      nnx.to_flat_state(nnx.state(factory.build_encoder(c, nnx.Rngs(0)),
                                                   nnx.Param))}
   assert str(shapes(_config(root))[path]) == stored
   assert str(shapes(config)[path]) == expected != stored

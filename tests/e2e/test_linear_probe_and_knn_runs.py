@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from otcxr_jax import config_lib
 from otcxr_jax.evaluation import checkpoints
+from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
 from otcxr_jax.modes import pretrain
@@ -33,7 +34,7 @@ def pretrained(tmp_path_factory):
 def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
   config, root, trained = pretrained
   encoder = checkpoints.load_pretrained_encoder(config, root / "pretrain/checkpoints/pretrain")
-  initial = nnx.state(pretrain.build_model(config, nnx.Rngs(config.seed)).encoder)
+  initial = nnx.state(factory.build_model(config, nnx.Rngs(config.seed)).encoder)
   loaded = jax.device_get(nnx.state(encoder))
   jax.tree.map(np.testing.assert_array_equal, loaded, trained)  # params and BatchNorm stats
   assert any(not np.array_equal(a, b) for a, b in
@@ -59,7 +60,7 @@ def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
 
 def _encoder_param_shapes(config):
   """``{'stem/conv/kernel': shape}`` of the encoder ``config`` describes."""
-  params = nnx.state(pretrain.build_encoder(config, nnx.Rngs(0)), nnx.Param)
+  params = nnx.state(factory.build_encoder(config, nnx.Rngs(0)), nnx.Param)
   return {"/".join(str(k) for k in path): tuple(v[...].shape)
           for path, v in nnx.to_flat_state(params)}
 

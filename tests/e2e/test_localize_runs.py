@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otcxr_jax import config_lib
+from otcxr_jax import modes
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import classifier
 from otcxr_jax.evaluation import localization as loc
@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
   f.split, f.init, f.checkpoint_dir = "train_10pct", "pretrained", str(
       root / "pretrain/checkpoints/pretrain")
   f.batch_size, f.num_steps, f.eval_every, f.warmup_steps = 4, 2, 2, 1
-  config_lib.validate(c)
+  modes.validate(c)
   finetune.run(c, str(root / "finetune"))
   return root
 
@@ -53,7 +53,7 @@ def _localize_config(root, **fields):
   l.num_examples = 4
   for name, value in fields.items():
     l[name] = value
-  config_lib.validate(c)
+  modes.validate(c)
   return c
 
 

@@ -3,7 +3,7 @@ the command line, and refused inputs.
 
 End to end: the runs (the unit tests are in tests/modes/test_report_mode.py)."""
 
-from otcxr_jax import config_lib, report
+from otcxr_jax import config_lib, modes, report
 from otcxr_jax.modes import report as report_mode
 from tests.modes.test_report_mode import runs  # noqa: F401 fixture
 
@@ -13,7 +13,7 @@ def test_mode_and_command_line_write_the_same_report(runs, tmp_path, capsys):
   c = config_lib.base_config()
   c.mode = "report"
   c.report.workdirs = tuple(workdirs)
-  config_lib.validate(c)
+  modes.validate(c)
   report_mode.run(c, str(tmp_path / "by_mode"))
   assert report.main([*workdirs, "--out", str(tmp_path / "by_cli")]) == 0
   assert f"report: {tmp_path / 'by_cli' / 'report.md'}" in capsys.readouterr().out

@@ -10,8 +10,9 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, modes
 from otcxr_jax.data import datasets
+from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain, segment
 from tests.tiny import tiny_config
 from tests.modes.test_segment import _segment_config
@@ -23,7 +24,7 @@ def test_dataset_without_masks_is_refused(tmp_path):
   with pytest.raises(config_lib.ConfigError,
                      match=r"config\.data\.name='nih_chest_xray14': expected a dataset with "
                            r"segmentation masks"):
-    config_lib.validate(c)
+    modes.validate(c)
   with pytest.raises(ValueError, match="'nih_chest_xray14': the dataset has no segmentation"):
     segment.run(c, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
@@ -40,7 +41,7 @@ def _numpy_dice(pred, true):
 def random_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("segment")
   config = _segment_config(root / "tfds")
-  config_lib.validate(config)
+  modes.validate(config)
   result = segment.run(config, str(root / "random"))
   return config, root / "random", result
 
@@ -102,7 +103,7 @@ def test_run_from_pretraining_checkpoint_starts_from_its_encoder(pretrained_chec
   config = _segment_config(root / "tfds", init="pretrained", checkpoint_dir=str(checkpoint_dir))
   config.segment.num_steps, config.segment.eval_every = 1, 1
   config.segment.encoder_learning_rate = 1e-9   # the selected encoder stays the pretrained one
-  config_lib.validate(config)
+  modes.validate(config)
   workdir = root / "segment"
   result = segment.run(config, str(workdir))
   metrics = json.loads((workdir / "metrics.json").read_text())
@@ -112,7 +113,7 @@ def test_run_from_pretraining_checkpoint_starts_from_its_encoder(pretrained_chec
 
   stored = ocp.StandardCheckpointer().restore(
       workdir / "checkpoints/segment_pretrained_best/1/state")["params"]["encoder"]
-  random = nnx.state(pretrain.build_encoder(config, nnx.Rngs(config.seed)), nnx.Param)
+  random = nnx.state(factory.build_encoder(config, nnx.Rngs(config.seed)), nnx.Param)
   stored, pretrained, random = _flat(stored), _flat(pretrained), _flat(random)
   assert set(stored) == set(pretrained) == set(random)
   for k in pretrained:

@@ -37,10 +37,10 @@ def test_pooled_std_over_mean():
 
 
 def test_feature_spread_of_an_encoder_matches_its_outputs():
-  from otcxr_jax.modes import pretrain
+  from otcxr_jax.models import factory
   from tests.tiny import tiny_config
   config = tiny_config("/nonexistent")
-  encoder = pretrain.build_encoder(config, nnx.Rngs(0))
+  encoder = factory.build_encoder(config, nnx.Rngs(0))
   images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 1), dtype=np.uint8)
   spread = diagnostics.feature_spread(encoder, images, batch_size=4)
   out = encoder(images.astype(np.float32) / 255.0)

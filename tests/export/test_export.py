@@ -18,8 +18,10 @@ from otcxr_jax.export import __main__ as cli
 from otcxr_jax.export import onnx_resnet, safetensors_io
 from otcxr_jax.export import state_dict as sd
 from otcxr_jax.models import LinearClassifier, ResNet, ViT
+from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training import optim
 from otcxr_jax.training import state as state_lib
 from tests.tiny import tiny_config
 
@@ -164,7 +166,7 @@ def test_vit_state_dict_is_timm_and_computes_timm_forward():
 
 def test_safetensors_round_trip_rebuilds_the_configured_encoder_and_head(tmp_path):
   config = tiny_config(tmp_path)
-  encoder = pretrain.build_encoder(config, nnx.Rngs(0))
+  encoder = factory.build_encoder(config, nnx.Rngs(0))
   head = LinearClassifier(encoder.num_features, 3, rngs=nnx.Rngs(1))
   _randomise(encoder, head)
   path = safetensors_io.save(tmp_path / "out" / "enc.safetensors", encoder, head,
@@ -262,7 +264,7 @@ def test_onnx_export_refuses_a_vit():
 def _save_run(config, workdir, model, run_dir):
   """A workdir as a run leaves it: config.json and one checkpoint of the whole train state."""
   pretrain.save_config(config, workdir)
-  tx, _ = pretrain.make_optimizer(config)
+  tx, _ = optim.pretraining_optimizer(config)
   _, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(0)))
   checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints" / run_dir, save_every=0)
   checkpointer.maybe_save(1, state, force=True)
@@ -271,7 +273,7 @@ def _save_run(config, workdir, model, run_dir):
 
 def test_cli_exports_a_pretraining_run(tmp_path, capsys):
   config = tiny_config(tmp_path / "tfds")
-  model = pretrain.build_model(config, nnx.Rngs(0))
+  model = factory.build_model(config, nnx.Rngs(0))
   _randomise(model.encoder)
   _save_run(config, tmp_path / "run", model, "pretrain")
   out = tmp_path / "export" / "encoder.safetensors"

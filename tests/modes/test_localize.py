@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, modes
 from otcxr_jax.evaluation import classifier
 from otcxr_jax.evaluation import localization as loc
 from tests.tiny import tiny_config
@@ -177,16 +177,16 @@ def test_validate_names_bad_localize_fields(field, value, expected):
   c = config_lib.base_config()
   c.mode = "localize"
   c.localize.classifier_workdir = "workdirs/finetune"
-  config_lib.validate(c)
+  modes.validate(c)
   section, name = field.split(".")
   c[section][name] = value
   with pytest.raises(config_lib.ConfigError,
                      match=re.escape(f"config.{field}={value!r}: expected {expected}")):
-    config_lib.validate(c)
+    modes.validate(c)
 
 
 def test_localize_nih_config_validates():
   from configs import localize_nih
   c = localize_nih.get_config()
-  config_lib.validate(c)
+  modes.validate(c)
   assert (c.mode, c.data.name, c.data.test_split) == ("localize", "nih_chest_xray14", "test")

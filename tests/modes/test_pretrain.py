@@ -5,7 +5,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from otcxr_jax.modes import pretrain
+from otcxr_jax import methods
+from otcxr_jax.models import factory
+from otcxr_jax.training import optim
 from otcxr_jax.training import sharding, state as state_lib
 from tests.tiny import tiny_config
 
@@ -13,12 +15,12 @@ from tests.tiny import tiny_config
 def _steps(config, devices, images, num_steps=1):
   """Parameters before and after ``num_steps`` train steps, and the last step's metrics."""
   mesh = sharding.make_mesh(devices)
-  model = pretrain.build_model(config, nnx.Rngs(0))
-  tx, _ = pretrain.make_optimizer(config)
+  model = factory.build_model(config, nnx.Rngs(0))
+  tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(1)))
   before = jax.device_get(state.params)
   state = sharding.replicate(state, mesh)
-  step = jax.jit(state_lib.make_train_step(graphdef, pretrain.make_loss_fn(config), tx),
+  step = jax.jit(state_lib.make_train_step(graphdef, methods.make_loss_fn(config), tx),
                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharded(mesh)))
   metrics = None
   for _ in range(num_steps):

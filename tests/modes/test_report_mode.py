@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otcxr_jax import config_lib, report
+from otcxr_jax import config_lib, modes, report
 from otcxr_jax.evaluation import localization, score_files, summary
 
 CLASSES = ("atelectasis", "effusion", "nodule")
@@ -170,7 +170,7 @@ def test_missing_runs_are_listed_and_bad_inputs_refused(runs, tmp_path, capsys):
   c.mode = "report"
   with pytest.raises(config_lib.ConfigError,
                      match=re.escape("config.report.workdirs=(): expected a non-empty tuple")):
-    config_lib.validate(c)
+    modes.validate(c)
 
 
 def test_saved_scores_round_trip(tmp_path):
@@ -197,7 +197,7 @@ def test_paper_configs_validate_and_read_the_nih_pretraining(name, mode, dataset
   import importlib
   from configs import pretrain_nih
   c = importlib.import_module(f"configs.{name}").get_config()
-  config_lib.validate(c)
+  modes.validate(c)
   assert (c.mode, c.data.name, c.data.config, c.data.image_size) == (mode, dataset, "224", 224)
   pretraining = pretrain_nih.get_config()
   # The pretraining checkpoint is rebuilt from these sections (evaluation/checkpoints.py).
@@ -212,7 +212,7 @@ def test_paper_configs_validate_and_read_the_nih_pretraining(name, mode, dataset
 def test_report_config_lists_the_paper_workdirs():
   from configs import report_paper
   c = report_paper.get_config()
-  config_lib.validate(c)
+  modes.validate(c)
   assert c.mode == "report"
   # each the default workdir of a paper config (workdirs/<config name>)
   import pathlib

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from otcxr_jax import config_lib, models
+from otcxr_jax import config_lib, models, modes
 from otcxr_jax.data import augment
 from otcxr_jax.modes import segment
 from otcxr_jax.objectives import segmentation as seg_loss
@@ -181,7 +181,7 @@ def test_encoder_and_decoder_learning_rates_are_separate():
 # --- config --------------------------------------------------------------------------------------
 
 def test_config_refuses_bad_segment_fields(tmp_path):
-  config_lib.validate(_segment_config(tmp_path))
+  modes.validate(_segment_config(tmp_path))
   for field, value, expected in [
       ("threshold", 1.0, "a probability"),
       ("selection_metric", "iou", "one of"),
@@ -193,11 +193,11 @@ def test_config_refuses_bad_segment_fields(tmp_path):
     c.segment[field] = value
     with pytest.raises(config_lib.ConfigError,
                        match=rf"config\.segment\.{field}=.*expected {re.escape(expected)}"):
-      config_lib.validate(c)
+      modes.validate(c)
   c = _segment_config(tmp_path)
   c.segment.crop_scale = (0.0, 1.0)
   with pytest.raises(config_lib.ConfigError, match=r"config\.segment: .*crop_scale"):
-    config_lib.validate(c)
+    modes.validate(c)
 
 
 # --- the mode end to end -------------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 from otcxr_jax.objectives import ot, otcxr, regularizers
 
 SOLVER = dict(epsilon=0.05, num_iters=30, cost="cosine", lse_mode=None, grad_mode="fixed")
+# Tokens as they are (the default centres them): the OT term is ot.batched_transport of q itself.
+RAW = dict(SOLVER, center_tokens=False)
 
 
 def _views(seed=0, batch=2, n=6, m=4, d=5):
@@ -21,7 +23,7 @@ def _views(seed=0, batch=2, n=6, m=4, d=5):
 
 @jax.jit
 def _loss_and_parts(q_s, q_t, alpha, beta, eta):
-  loss, aux = otcxr.otcxr_loss(q_s, q_t, alpha=alpha, beta=beta, eta=eta, **SOLVER)
+  loss, aux = otcxr.otcxr_loss(q_s, q_t, alpha=alpha, beta=beta, eta=eta, **RAW)
   parts = {
       "ot": ot.batched_transport(q_s, q_t, **SOLVER),
       "var": (regularizers.variance_loss(q_s), regularizers.variance_loss(q_t)),
@@ -54,7 +56,7 @@ def test_loss_is_weighted_sum_of_parts():
 
 def test_jit_and_grad():
   q_s, q_t = _views(seed=1)
-  config = otcxr.OTCXRObjectiveConfig(num_iters=30).validate()
+  config = otcxr.OTCXRObjectiveConfig(num_iters=30, center_tokens=False).validate()
 
   @jax.jit
   def value_and_grads(q_s, q_t, alpha):
@@ -79,6 +81,14 @@ def test_default_config_is_valid_and_frozen():
   assert config.validate() is config
   with pytest.raises(dataclasses.FrozenInstanceError):
     config.alpha = 1.0  # type: ignore[misc]
+
+
+def test_defaults_are_the_run_configs():
+  """One set of defaults: ``config.objective`` of ``config_lib.base_config`` is the objective's
+  own (tokens centred)."""
+  from otcxr_jax import config_lib
+  assert dataclasses.asdict(otcxr.OTCXRObjectiveConfig()) == dict(config_lib.base_config().objective)
+  assert otcxr.OTCXRObjectiveConfig().center_tokens
 
 
 @pytest.mark.parametrize(
@@ -122,7 +132,7 @@ def test_centred_tokens_ignore_a_per_image_offset():
   np.testing.assert_allclose(a["ot"], b["ot"], rtol=1e-5)
   np.testing.assert_allclose(a["plan"], b["plan"], rtol=1e-4, atol=1e-7)
   # without centring the offset changes the costs
-  _, c = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **SOLVER)
+  _, c = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **RAW)
   assert abs(float(c["ot"]) - float(a["ot"])) > 1e-3
 
 
@@ -142,19 +152,19 @@ def test_strong_location_prior_matches_positions():
   location = otcxr.location_cost(jnp.asarray(grid[None].repeat(2, 0)),
                                  jnp.asarray(grid[perm][None].repeat(2, 0)), jnp.ones(2))
   _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, location_weight=5.0,
-                            location=location, **SOLVER)
+                            location=location, **RAW)
   plan = np.asarray(aux["plan"])
   # cell i of view s sits where cell argsort(perm)[i] of view t sits
   np.testing.assert_array_equal(plan.argmax(axis=2), np.tile(np.argsort(perm), (2, 1)))
   np.testing.assert_allclose(plan.max(axis=2), 0.25, atol=1e-3)
   with pytest.raises(ValueError, match="location_weight > 0 needs"):
-    otcxr.otcxr_loss(q_s, q_t, location_weight=1.0, **SOLVER)
+    otcxr.otcxr_loss(q_s, q_t, location_weight=1.0, **RAW)
 
 
 def test_varcov_per_position_matches_numpy():
   q_s, q_t = _views(batch=7, n=3, m=3, d=4)
   _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=0.0, beta=1.0, eta=1.0, varcov_per_position=True,
-                            **SOLVER)
+                            **RAW)
   var = cov = 0.0
   for q in (q_s, q_t):
     terms = [_numpy_vicreg_terms(np.asarray(q)[:, n]) for n in range(q.shape[1])]
@@ -179,7 +189,7 @@ def _numpy_vicreg(a, b, sim=25.0, std=25.0, cov=1.0, eps=1e-4):
 def test_global_term_adds_vicreg_of_mean_tokens(alignment):
   q_s, q_t = _views(seed=3, batch=6, n=4, m=4, d=5)
   positions = (jnp.zeros((6, 4, 2)), jnp.zeros((6, 4, 2)))
-  kwargs = dict(alignment=alignment, positions=positions, **SOLVER)
+  kwargs = dict(alignment=alignment, positions=positions, **RAW)
   base, _ = otcxr.otcxr_loss(q_s, q_t, **kwargs)
   loss, aux = otcxr.otcxr_loss(q_s, q_t, global_weight=0.3, **kwargs)
   expected = _numpy_vicreg(np.asarray(q_s).mean(1), np.asarray(q_t).mean(1))

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from otcxr_jax import methods
 from otcxr_jax.data import pipeline
+from otcxr_jax.models import factory
 from otcxr_jax.models import target as target_lib
-from otcxr_jax.modes import pretrain, pretrain_methods
 from otcxr_jax.training import loop, optim, sharding
 from otcxr_jax.training import state as state_lib
 from tests.tiny import tiny_config
@@ -35,15 +36,15 @@ def test_byol_target_follows_the_ema_schedule_through_the_train_step(tmp_path):
   config.optim.name = "sgd"
   config.optim.base_learning_rate = 5.0
   config.optim.warmup_steps = 0
-  model = pretrain.build_model(config, nnx.Rngs(0))
-  tx, _ = pretrain.make_optimizer(config)
+  model = factory.build_model(config, nnx.Rngs(0))
+  tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(1)))
   assert "target" not in state.params  # not trained: no gradient, no optimiser state
   for name in ("encoder", "projector"):  # the target starts as a copy of the online network
     for xi, theta in zip(*_target_and_online(graphdef, state, name)):
       np.testing.assert_array_equal(xi, theta)
-  step = jax.jit(state_lib.make_train_step(graphdef, pretrain.make_loss_fn(config), tx,
-                                           target_decay=pretrain_methods.target_decay(config)))
+  step = jax.jit(state_lib.make_train_step(graphdef, methods.make_loss_fn(config), tx,
+                                           target_decay=methods.target_decay(config)))
   images = np.random.RandomState(0).randint(0, 256, (8, 32, 32, 1)).astype(np.uint8)
   predictor = _pure(state.params["predictor"])
   state, _ = step(state, {"image": images})  # step k = 0: target and online now differ

@@ -14,6 +14,7 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax.data import datasets, tfds_source
 from otcxr_jax.evaluation import features
+from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain, segment
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import distributed, sharding
@@ -80,7 +81,7 @@ def _evaluations(config) -> dict[str, np.ndarray]:
   """
   config.segment.batch_size = 4
   config.segment.decoder_channels = (16, 8, 8)
-  encoder = pretrain.build_encoder(config, nnx.Rngs(0))
+  encoder = factory.build_encoder(config, nnx.Rngs(0))
   fn = features.pooled_feature_fn(encoder, config.data.image_size)
   predict = segment.Predictor(config, sharding.make_mesh())
   model = segment.build_model(config, encoder)

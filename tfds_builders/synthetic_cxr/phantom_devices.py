@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from otcxr_jax.data import phantom_geometry as geo
-from otcxr_jax.data.phantom_anatomy import Params, dome_level
-from otcxr_jax.data.phantom_assets import text_bitmap
+from . import phantom_geometry as geo
+from .phantom_anatomy import Params, dome_level
+from .phantom_assets import text_bitmap
 
 _TEXTS = ("", "PORTABLE")
 

@@ -1,7 +1,7 @@
 """A labelled grid of chest phantoms: normals (PA and AP), then each finding alone, as rendered
 (above) and with its box (red) or pneumothorax mask outline (green) (below).
 
-``python -m otcxr_jax.data.phantom_gallery --out docs/synthetic_cxr_examples.png``
+``python -m tfds_builders.synthetic_cxr.phantom_gallery --out docs/synthetic_cxr_examples.png``
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from otcxr_jax.data import phantom  # noqa: E402
+from . import phantom  # noqa: E402
 
 
 def pick(cohort: phantom.Cohort) -> list[tuple[str, int]]:

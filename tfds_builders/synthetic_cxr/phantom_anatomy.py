@@ -30,8 +30,8 @@ from typing import Mapping
 
 import numpy as np
 
-from otcxr_jax.data import phantom_geometry as geo
-from otcxr_jax.data.phantom_assets import Assets
+from . import phantom_geometry as geo
+from .phantom_assets import Assets
 
 AP_HEART_MAGNIFICATION = 1.10
 AP_CLAVICLE_RISE = 0.10

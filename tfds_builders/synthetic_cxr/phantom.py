@@ -24,13 +24,12 @@ from typing import Iterator, TypedDict
 
 import numpy as np
 
-from otcxr_jax.data import phantom_anatomy as anatomy
-from otcxr_jax.data import phantom_devices as devices
-from otcxr_jax.data import phantom_findings as findings
-from otcxr_jax.data import phantom_geometry as geo
-from otcxr_jax.data.phantom_assets import assets
-from otcxr_jax.data.phantom_cohort import (CLASS_NAMES, FOCAL_CLASSES, VIEWS, Cohort,
-                                           sample_cohort)
+from . import phantom_anatomy as anatomy
+from . import phantom_devices as devices
+from . import phantom_findings as findings
+from . import phantom_geometry as geo
+from .phantom_assets import assets
+from .phantom_cohort import CLASS_NAMES, FOCAL_CLASSES, VIEWS, Cohort, sample_cohort
 
 __all__ = ["CLASS_NAMES", "FOCAL_CLASSES", "VIEWS", "Cohort", "Record", "Renderer", "generate",
            "sample_cohort"]

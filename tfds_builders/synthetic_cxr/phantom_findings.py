@@ -27,10 +27,10 @@ import dataclasses
 
 import numpy as np
 
-from otcxr_jax.data import phantom_geometry as geo
-from otcxr_jax.data.phantom_anatomy import Lung, Params, Thorax
-from otcxr_jax.data.phantom_assets import Assets
-from otcxr_jax.data.phantom_cohort import CLASS_NAMES
+from . import phantom_geometry as geo
+from .phantom_anatomy import Lung, Params, Thorax
+from .phantom_assets import Assets
+from .phantom_cohort import CLASS_NAMES
 
 _CLS = {name: i for i, name in enumerate(CLASS_NAMES)}
 _BOX_THRESHOLD = 0.3  # share of a finding's peak coverage that its box encloses

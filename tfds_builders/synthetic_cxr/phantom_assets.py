@@ -22,7 +22,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from otcxr_jax.data import phantom_geometry as geo
+from . import phantom_geometry as geo
 
 NUM_VESSEL_TREES = 8
 NOISE_SCALES = (0.02, 0.06, 0.25)  # correlation lengths, in image half-widths
