@@ -1,8 +1,9 @@
-"""OTCXR pretraining mode: device-count invariance, TensorFlow-free step, end-to-end runs."""
-
+"""OTCXR pretraining: the train step is device-count invariant and keeps float32 parameters
+under bfloat16 compute (the runs are in tests/e2e/test_pretrain_runs.py)."""
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from otcxr_jax import methods
@@ -32,6 +33,7 @@ def _norm(tree) -> float:
   return float(np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(tree))))
 
 
+@pytest.mark.slow  # compiles the ResNet train step for one and for four devices
 def test_otcxr_step_on_four_devices_matches_one(tmp_path):
   config = tiny_config(tmp_path)
   config.optim.name = "sgd"
@@ -50,6 +52,7 @@ def test_otcxr_step_on_four_devices_matches_one(tmp_path):
   assert _norm(diff) < 1e-4 * _norm(update), (_norm(diff), _norm(update))
 
 
+@pytest.mark.slow  # compiles the train step in bfloat16
 def test_bfloat16_compute_keeps_float32_params(tmp_path):
   config = tiny_config(tmp_path)
   config.train.compute_dtype = "bfloat16"
