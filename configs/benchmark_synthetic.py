@@ -7,10 +7,10 @@ r"""The synthetic benchmark: every pretraining method and OTCXR ablation at one 
 ``--config.FIELD=VALUE``; see benchmarks/README.md for the runtime.)
 
 Shared by every run: the demo's model and training (``configs/demo.py``: a quarter-width
-GroupNorm ResNet-18 with a small stem of stride 2, the demo's augmentations, projector sizes
+GroupNorm ResNet-18 with the ImageNet stem and three stages, the demo's augmentations, projector sizes
 512 -> 128, AdamW, cosine decay) on ``synthetic_cxr/128`` images of a cohort of
 ``SYNTHETIC_PATIENTS`` patients, at a smaller budget than the demo's: 200 steps of batch 64 (peak
-learning rate 5e-4, 20 warm-up steps), where the demo runs 300 of batch 128. Each run is repeated
+learning rate 5e-4, 20 warm-up steps), where the demo runs 800 of batch 128. Each run is repeated
 for ``benchmark.seeds`` seeds (0, 1, ...; the seed sets the initialisation, the data order and the
 augmentations of pretraining and of the evaluations).
 
@@ -136,7 +136,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   c.mode = "pretrain"
   c.train.tensorboard = False  # the metric logs (<workdir>/metrics/*.jsonl) are kept
   c.data.config = "128"
-  c.data.image_size = 128  # 8x8 dense map: small stem of stride 2, last stage at stride 16
+  c.data.image_size = 128  # 8x8 dense map: the demo's ImageNet stem and three stages, stride 16
   c.data.synthetic_patients = SYNTHETIC_PATIENTS
   c.vicregl.num_matches = (26, 5)  # the reference's 20 and 4 of 49 cells, scaled to 64
   c.train.batch_size = 64

@@ -2,9 +2,11 @@
 
     python -m otcxr_jax.main --config configs/demo.py --workdir workdirs/demo
 
-Builds `synthetic_cxr/64` if absent, pretrains a quarter-width ResNet-18 (small stem, 4x4 dense
-map), linear-probes it against the same encoder at random init and raw pixels, and writes
-workdirs/demo/report.md.
+Builds `synthetic_cxr/64_p10000` if absent (10,000 patients, about 25,000 images: a test split of
+2,470 images puts the mean AUC's 95% interval near +-0.014), pretrains a quarter-width ResNet-18
+(ImageNet stem, three stages: a 4x4 dense map at 64x64), linear-probes it against the same encoder
+at random init and raw pixels, and writes workdirs/demo/report.md. The choices below are measured
+in docs/results.md ("Making the demo's pretraining learn the image").
 """
 
 from otcxr_jax import config_lib
@@ -18,30 +20,36 @@ def get_config():
   c.data.name = "synthetic_cxr"
   c.data.config = "64"
   c.data.image_size = 64
+  c.data.synthetic_patients = 10000
 
-  # Findings in chest X-rays are intensity patterns: mild photometric jitter, no blur.
+  # Photometric jitter as wide as the synthetic films' own acquisition spread (window, gamma,
+  # noise), so that the two views cannot be matched by exposure alone; no blur (nodules are
+  # 2-3 px at 64x64).
   c.augment.crop_scale = (0.5, 1.0)
-  c.augment.brightness = 0.05
-  c.augment.contrast = 0.05
-  c.augment.gamma = (0.95, 1.05)
+  c.augment.brightness = 0.15
+  c.augment.contrast = 0.3
+  c.augment.gamma = (0.7, 1.4)
   c.augment.blur_prob = 0.0
-  c.augment.noise_std = (0.0, 0.01)
+  c.augment.noise_std = (0.0, 0.03)
 
   c.model.encoder = "resnet18"
   c.model.width = 0.25
-  c.model.stem = "small"
-  c.model.stem_stride = 2
+  # ImageNet stem (7x7/2 + max-pool) and three stages: a 4x4 map at 64x64 whose every layer
+  # the dense loss trains, 2.5x faster than the small stem of stride 2 with four stages.
+  c.model.stem = "imagenet"
+  c.model.num_stages = 3
   # GroupNorm: no batch statistics, so the random-init baseline is the same function in training
   # and evaluation (with BatchNorm, eval at init skips normalisation altogether; docs/results.md).
   c.model.norm = "group"
   c.model.norm_groups = 8
-  c.model.dense_stage = "dense"        # 4x4 map at 64x64 (stride 16)
   c.model.projector_hidden = 512
   c.model.projector_dim = 128
   c.model.cvsim_heads = 4
 
   c.objective.num_iters = 30
   c.objective.location_weight = 0.2
+  # Without it the projected tokens become a code of the grid cell alone (docs/results.md).
+  c.objective.center_positions = True
 
   c.optim.name = "adamw"
   c.optim.base_learning_rate = 2e-3    # peak 1e-3 at batch 128
@@ -49,7 +57,7 @@ def get_config():
   c.optim.warmup_steps = 30
 
   c.train.batch_size = 128
-  c.train.num_steps = 300
+  c.train.num_steps = 800
   c.train.log_every = 25
   c.train.checkpoint_every = 100
 

@@ -4,9 +4,9 @@ first for the pretrained encoder).
     python -m otcxr_jax.main --config configs/segment_synthetic.py \
         --workdir workdirs/segment_synthetic
 
-The demo's encoder (quarter-width ResNet-18, small stem of stride 2: stages at strides 2, 2, 4, 8,
-16 of the 64x64 image) from the latest checkpoint of workdirs/demo/checkpoints/pretrain, a U-Net
-decoder with levels at strides 8, 4, 2 and 1, trained on `synthetic_cxr/64` (about 5% of its
+The demo's encoder (quarter-width ResNet-18, ImageNet stem and three stages: maps at strides 2,
+4, 8, 16 of the 64x64 image) from the latest checkpoint of workdirs/demo/checkpoints/pretrain, a
+U-Net decoder with levels at strides 8, 4, 2 and 1, trained on the demo's data (about 5% of its
 images show a pneumothorax, a thin crescent of about 4% of the image). The random-init floor:
 `--config.probe.init=random` (use another workdir).
 

@@ -8,7 +8,7 @@ expected, before any data is read or any array is allocated.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import ml_collections
 from ml_collections import config_dict
@@ -67,7 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
       encoder="resnet50",
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
-      stem_stride=1,               # small stem only
+      stem_stride=1,               # the 'small' stem's stride; 'imagenet' has its own (4 with pool)
+      num_stages=4,                # ResNet stages built (1-4); fewer end at a finer map
       norm="batch",                # ResNet normalisation: 'batch' or 'group' (GroupNorm)
       norm_groups=32,              # GroupNorm groups (gcd with each layer's channels)
       in_channels=1,
@@ -89,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
       lse_mode=config_dict.placeholder(bool),  # None: kernel mode where it is safe
       grad_mode="fixed",
       center_tokens=True,          # OT cost on per-image centred tokens (see objectives/otcxr.py)
+      center_positions=False,      # OT cost without the batch's mean token at each position
       location_weight=0.0,         # λ of the crop-geometry location prior in the OT cost
       varcov_per_position=False,   # var/cov over the batch at each position, then averaged
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
@@ -226,6 +228,23 @@ def _get(c, dotted: str):
   return node
 
 
+def _built_stages(model: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The stage names of ``config.model``'s network (a ViT has no stages)."""
+  if not model.encoder.startswith("resnet"):
+    return ()
+  return ("stem",) + tuple(f"stage{i}" for i in range(1, model.num_stages + 1))
+
+
+def check_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
+  """Refuses command-line overrides (``{'model.stem_stride': 2, ...}``) that combine fields the
+  run would not use together: a ``model.stem_stride`` other than 1 given for the 'imagenet'
+  stem (a config file's stride for its 'small' stem is not an error: it does not apply)."""
+  if "model.stem_stride" in overrides and c.model.stem != "small" and c.model.stem_stride != 1:
+    raise ConfigError(f"config.model.stem_stride={c.model.stem_stride!r} applies to "
+                      f"model.stem='small' only; model.stem={c.model.stem!r} has a fixed stride. "
+                      "Drop the stride, or set --config.model.stem=small.")
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first invalid field of the shared sections; each mode
   checks its own section (``otcxr_jax.modes.validate`` runs both)."""
@@ -236,6 +255,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
   require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
           "'imagenet' or 'small'")
+  require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
+          c.model.stem_stride, "a positive int")
+  require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
+          "model.num_stages", c.model.num_stages, "1, 2, 3 or 4 (ResNet stages)")
+  require(not c.model.encoder.startswith("resnet") or c.model.dense_stage == "dense"
+          or c.model.dense_stage in _built_stages(c.model),
+          "model.dense_stage", c.model.dense_stage,
+          f"'dense' or a built stage {_built_stages(c.model)}")
   require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
   require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
   require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
@@ -301,6 +328,11 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
     objective_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.objective: {e}") from None
+  require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
+          "model.dense_stage", c.model.dense_stage,
+          "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
+          "gradient, and the pooled features every evaluation reads would come from them at "
+          "their initialisation; end the network there instead (model.num_stages)")
   for method in METHODS[1:]:
     try:
       method_config(c, method)

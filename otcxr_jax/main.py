@@ -77,6 +77,7 @@ def _main() -> None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
   try:
     modes.validate(config)
+    config_lib.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
   except config_lib.ConfigError as e:
     print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
     sys.exit(2)

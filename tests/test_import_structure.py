@@ -4,7 +4,9 @@ depend one way.
 
 Layers, from the ground up: ``objectives`` and ``models`` (arrays and networks) know nothing of
 configs, data, training, evaluation or modes; ``tfds_builders`` (the datasets) never imports
-``otcxr_jax``, which reads the datasets through it.
+``otcxr_jax``, which reads the datasets through it. ``preflight`` (run on TPU workers before a
+launch, possibly without the requirements) and ``colab`` (the notebook's set-up, run before they
+are installed) import no other project module.
 
 ``from package import name`` counts as importing ``package.name`` where that is a module, and the
 package's ``__init__.py`` otherwise.
@@ -31,6 +33,8 @@ FORBIDDEN = {
     "otcxr_jax.config_lib": ("otcxr_jax.methods", "otcxr_jax.modes", "otcxr_jax.evaluation",
                              "otcxr_jax.main"),
     "otcxr_jax.methods": ("otcxr_jax.evaluation", "otcxr_jax.modes", "otcxr_jax.main"),
+    "otcxr_jax.preflight": ("otcxr_jax", "tfds_builders"),
+    "otcxr_jax.colab": ("otcxr_jax", "tfds_builders"),
     "tfds_builders": ("otcxr_jax",),
 }
 

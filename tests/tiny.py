@@ -11,7 +11,11 @@ def tiny_config(data_dir, *, mode: str = "pretrain"):
   c.data.image_size = 32
   c.data.synthetic_patients = 16
   c.model.width = 0.125
+  # The small stem of stride 1 and four stages: a 4x4 map at 32x32 for the tiny tests, whatever
+  # network the demo uses.
+  c.model.stem = "small"
   c.model.stem_stride = 1
+  c.model.num_stages = 4
   c.model.projector_hidden = 32
   c.model.projector_dim = 16
   c.model.cvsim_heads = 2

@@ -8,6 +8,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import plots
 from otcxr_jax.training.progress import format_duration
 
@@ -91,9 +92,11 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
                if "random init, data BN stats" in summary else
                f"the same encoder at its random initialisation ({m.norm} normalisation: the "
                "same function in training and evaluation)")
+  builder = datasets.builder_config(config)
+  dataset_config = getattr(builder, "name", builder)
   text = f"""# OTCXR demo report
 
-OTCXR pretraining on the synthetic chest X-ray dataset (`{d.name}/{d.config}`), then linear
+OTCXR pretraining on the synthetic chest X-ray dataset (`{d.name}/{dataset_config}`), then linear
 probes on frozen pooled features. **{verdict}**
 
 The floors: {floors_md}, and raw pixels downsampled to

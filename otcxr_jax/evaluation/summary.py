@@ -14,6 +14,7 @@ import numpy as np
 from etils import epath
 
 from otcxr_jax.evaluation import metrics, report
+from otcxr_jax.training import summaries
 
 BOOTSTRAP_SAMPLES = 1000
 
@@ -54,10 +55,15 @@ def auc_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
   return report.markdown_table(["class"] + [f"{s} AUC [95% CI]" for s in splits], rows)
 
 
-def write_metrics(workdir: str | epath.PathLike, result: Mapping[str, Any]) -> epath.Path:
-  """Writes ``<workdir>/metrics.json`` (process 0 only) and returns its path."""
+def write_metrics(workdir: str | epath.PathLike, result: Mapping[str, Any], *,
+                  tensorboard: bool = True) -> epath.Path:
+  """Writes ``<workdir>/metrics.json`` (process 0 only) and returns its path; with
+  ``tensorboard`` (``config.train.tensorboard``) also its numbers and the workdir's PNG figures
+  to ``<workdir>/tensorboard/<result['mode']>`` (``training/summaries.py``)."""
   path = epath.Path(workdir) / "metrics.json"
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
+  summaries.write_results(workdir, str(result.get("mode", "evaluation")), result,
+                          enabled=tensorboard)
   return path

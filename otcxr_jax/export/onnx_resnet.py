@@ -117,7 +117,7 @@ def resnet_to_onnx(encoder: ResNet, head: LinearClassifier | None = None, *,
   if encoder.stem_type == "imagenet":
     x = g.node("MaxPool", [x], "maxpool/out", kernel_shape=[3, 3], strides=[2, 2],
                pads=[1, 1, 1, 1])
-  for i, stage in enumerate(STAGE_NAMES, start=1):
+  for i, stage in enumerate(getattr(encoder, "stage_names", STAGE_NAMES), start=1):
     for j, block in enumerate(getattr(encoder, stage)):
       x = _block(g, x, block, f"layer{i}.{j}")
   pooled = g.node("GlobalAveragePool", [x], "avgpool/out")

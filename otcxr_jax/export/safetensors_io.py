@@ -1,11 +1,16 @@
 """Encoder weights in a safetensors file with PyTorch names, and back into JAX.
 
 The file holds :func:`state_dict.to_state_dict`'s arrays (torchvision / timm names and layouts),
-so in PyTorch::
+so in PyTorch, for a run of torchvision's architecture (ImageNet stem, width 1, BatchNorm;
+README.md, "Export", has the snippet that ``tests/test_export_pytorch.py`` runs)::
 
-    from safetensors.torch import load_file
-    model = torchvision.models.resnet50(num_classes=K)  # after adapting conv1 to the channels
-    model.load_state_dict(load_file("encoder.safetensors"))
+    state = load_file("encoder.safetensors")  # safetensors.torch
+    model = torchvision.models.resnet50()
+    model.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # one input channel
+    # a classifier export holds fc: sized from the file; an encoder export has none
+    model.fc = (torch.nn.Linear(state["fc.weight"].shape[1], state["fc.weight"].shape[0])
+                if "fc.weight" in state else torch.nn.Identity())
+    model.load_state_dict(state)  # strict
 
 and its header metadata (strings) says how to rebuild the same model in JAX:
 

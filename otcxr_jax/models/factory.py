@@ -31,13 +31,21 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
 
 
+def stem_stride(model: ml_collections.ConfigDict) -> int:
+  """The ResNet ``stem_stride`` argument of ``config.model``: ``model.stem_stride`` is the 'small'
+  stem's stride; the 'imagenet' stem (7x7/2 conv + max-pool) has a fixed stride and does not read
+  it, so changing ``model.stem`` alone switches a config between the two (a stride given on the
+  command line for the 'imagenet' stem is refused by ``config_lib.check_overrides``)."""
+  return model.stem_stride if model.stem == "small" else 1
+
+
 def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Encoder:
   """The encoder the config describes (shared by pretraining and every evaluation)."""
   m = config.model
   kwargs = dict(in_channels=m.in_channels, dtype=compute_dtype(config), rngs=rngs)
   if m.encoder.startswith("resnet"):
-    kwargs.update(width=m.width, stem=m.stem, stem_stride=m.stem_stride, norm=m.norm,
-                  norm_groups=m.norm_groups)
+    kwargs.update(width=m.width, stem=m.stem, stem_stride=stem_stride(m),
+                  num_stages=m.num_stages, norm=m.norm, norm_groups=m.norm_groups)
   else:
     kwargs.update(image_size=config.data.image_size)
   return models.build_encoder(m.encoder, **kwargs)

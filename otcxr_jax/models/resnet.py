@@ -202,6 +202,7 @@ class ResNet(nnx.Module):
       num_classes: int | None = None,
       stem: Literal["imagenet", "small"] = "imagenet",
       stem_stride: int = 1,
+      num_stages: int = 4,
       zero_init_residual: bool = False,
       norm: str = "batch",
       norm_groups: int = 32,
@@ -219,6 +220,10 @@ class ResNet(nnx.Module):
       num_classes: size of the linear head on the pooled features; ``None`` for no head.
       stem: 'imagenet' (7x7/2 convolution + 3x3/2 max-pool) or 'small' (3x3 convolution).
       stem_stride: stride of the 'small' stem's convolution.
+      num_stages: how many of the four stages to build (1-4). Fewer stages end the network at a
+        finer map: ``dense`` and ``pooled`` are then those of the last built stage (e.g. 3: a
+        4x4 map at 64x64 with the 'imagenet' stem, every layer under the loss of a dense
+        objective, where a full network's unused ``stage4`` would stay at its initialisation).
       zero_init_residual: start each block's last normalisation scale at zero (Goyal et al. 2017).
       norm: 'batch' (BatchNorm, torchvision's) or 'group' (GroupNorm; see :class:`Norm`).
       norm_groups: GroupNorm's groups (``gcd(norm_groups, channels)`` in each layer).
@@ -238,6 +243,8 @@ class ResNet(nnx.Module):
       raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
     if stem_stride < 1:
       raise ValueError(f"stem_stride must be >= 1, got {stem_stride}")
+    if isinstance(num_stages, bool) or num_stages not in (1, 2, 3, 4):
+      raise ValueError(f"num_stages must be 1, 2, 3 or 4, got {num_stages!r}")
     if stem == "imagenet" and stem_stride != 1:
       raise ValueError("stem_stride applies to stem='small' only; the imagenet stem is fixed")
     block, counts = ARCHITECTURES[depth]
@@ -257,7 +264,8 @@ class ResNet(nnx.Module):
     strides = {"stem": 2 if stem == "imagenet" else stem_stride}
 
     in_ch = stem_ch
-    for i, (name, n_blocks) in enumerate(zip(STAGE_NAMES, counts)):
+    self.stage_names = STAGE_NAMES[:num_stages]
+    for i, (name, n_blocks) in enumerate(zip(self.stage_names, counts)):
       planes = scale_channels(64 * 2**i, width)
       first_stride = 1 if i == 0 else 2
       stride *= first_stride
@@ -287,7 +295,7 @@ class ResNet(nnx.Module):
     stages = {"stem": x}
     if self.stem_type == "imagenet":
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for name in STAGE_NAMES:
+    for name in self.stage_names:
       for block in getattr(self, name):
         x = block(x)
       stages[name] = x

@@ -6,7 +6,8 @@
    its random initialisation (with BatchNorm: statistics as initialised, and re-estimated on
    the training images), and raw downsampled pixels;
 4. trains linear probes (weight decay chosen on validation), evaluates test once;
-5. writes ``<workdir>/report.md``, ``metrics.json`` and PNG plots.
+5. writes ``<workdir>/report.md``, ``metrics.json`` and PNG plots, and the same numbers and
+   plots to TensorBoard (``<workdir>/tensorboard/demo``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics, report, visualize
 from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain
+from otcxr_jax.training import summaries
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 from otcxr_jax.training.progress import format_duration
@@ -117,6 +119,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
     report.write_demo_report(workdir, config=config, result=result, history=pre.history,
                              probes=probes, class_names=class_names, pairs=pairs)
+  summaries.write_results(workdir, "demo", result, step=config.train.num_steps,
+                          enabled=config.train.tensorboard)  # beside pretraining's curves
   print0(f"[demo] done in {format_duration(time.time() - start)}: test mean AUC " +
          ", ".join(f"{k} {p.test_auc:.3f}" for k, p in probes.items()) +
          f"; report: {workdir / 'report.md'}")

@@ -511,7 +511,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "seconds": time.time() - start,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, out)
+  path = summary.write_metrics(workdir, out, tensorboard=config.train.tensorboard)
   score_files.save_scores(workdir, labels, scores, class_names)
   print0(f"[{RUN_NAME}] {origin['init']} encoder, {f.split}: best validation mean AUC "
          f"{record.best_value:.3f} at step {record.best_step}\n"

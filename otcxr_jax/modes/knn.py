@@ -57,7 +57,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "seconds": time.time() - start,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, result)
+  path = summary.write_metrics(workdir, result, tensorboard=config.train.tensorboard)
   print0(f"[{RUN_NAME}] {origin['init']} encoder, k={config.knn.k}, "
          f"T={config.knn.temperature:g}:\n{summary.auc_table(splits)}\n"
          f"[{RUN_NAME}] metrics: {path}")

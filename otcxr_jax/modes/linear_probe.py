@@ -71,7 +71,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "seconds": time.time() - start,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, result)
+  path = summary.write_metrics(workdir, result, tensorboard=config.train.tensorboard)
   score_files.save_scores(workdir, feats["test"][1], probe.test_scores, class_names)
   print0(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
          f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"

@@ -236,6 +236,8 @@ def pretraining_heatmap_fn(config: ml_collections.ConfigDict, model: models.OTCX
   def transport_cost(net: models.OTCXRModel, x: jax.Array, reference: jax.Array) -> jax.Array:
     out = net(x, jnp.broadcast_to(reference, x.shape))
     q_s, q_t = out.q_s, out.q_t
+    # objective.center_positions is not applied: the reference side is one image repeated, whose
+    # batch mean at each position is itself.
     if o.center_tokens:  # as otcxr_objective.otcxr_loss does
       q_s = q_s - jnp.mean(q_s, axis=1, keepdims=True)
       q_t = q_t - jnp.mean(q_t, axis=1, keepdims=True)
@@ -436,7 +438,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "seconds": time.time() - start,
       "devices": f"1 x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, out)
+  path = summary.write_metrics(workdir, out, tensorboard=config.train.tensorboard)
   print0(f"[{RUN_NAME}]\n{table(out)}\n[{RUN_NAME}] metrics: {path}")
   return out
 

@@ -1,5 +1,6 @@
 """Mode ``report``: the runs of ``config.report.workdirs`` collected into ``<workdir>/report.md``
-with plots (``otcxr_jax/report.py``, also ``python -m otcxr_jax.report``)."""
+with plots (``otcxr_jax/report.py``, also ``python -m otcxr_jax.report``); the plots also as
+TensorBoard images in ``<workdir>/tensorboard/report``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from etils import epath
 
 from otcxr_jax import report
 from otcxr_jax.config_lib import require
+from otcxr_jax.training import summaries
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "report"
@@ -26,5 +28,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:
   path = epath.Path(workdir) / "report.md"
   if jax.process_index() == 0:
     path = report.write_report(tuple(config.report.workdirs), workdir)
+  summaries.write_results(workdir, RUN_NAME, enabled=config.train.tensorboard)  # the figures
   print0(f"[{RUN_NAME}] {path}")
   return path

@@ -390,7 +390,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       "seconds": time.time() - start,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
-  path = summary.write_metrics(workdir, result)
+  path = summary.write_metrics(workdir, result, tensorboard=config.train.tensorboard)
   fmt = lambda v: "undefined" if v is None else f"{v:.3f}"
   print0(f"[{name}] best step {hook.record.best_step} (validation {s.selection_metric} "
          f"{fmt(result['validation'][s.selection_metric])}); test Dice all images "

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from otcxr_jax.modes import demo
+from tests.tensorboard_events import read_events
 from tests.tiny import tiny_config
 
 pytestmark = pytest.mark.slow
@@ -12,9 +13,19 @@ pytestmark = pytest.mark.slow
 
 def test_demo_writes_comparisons_and_diagnostics(tmp_path):
   config = tiny_config(tmp_path / "data", mode="demo")
+  config.train.tensorboard = True
   workdir = tmp_path / "demo"
   result = demo.run(config, str(workdir))
   saved = json.loads((workdir / "metrics.json").read_text())
+  # TensorBoard: pretraining's curves, and beside them the headline AUC and the report's figures
+  curves, _, _ = read_events(workdir / "tensorboard" / "pretrain")
+  assert "loss" in curves
+  scalars, images, steps = read_events(workdir / "tensorboard" / "demo")
+  assert scalars["probes/OTCXR/test_mean_auc"] == pytest.approx(
+      saved["probes"]["OTCXR"]["test_mean_auc"])
+  assert "probes/random_init/otcxr_minus_this/difference" in scalars
+  assert set(images) == {f"figures/{p.stem}" for p in (workdir / "figures").glob("*.png")}
+  assert "figures/auc_per_class" in images and steps == {config.train.num_steps}
   assert set(saved["probes"]) == {"OTCXR", "random init", "raw pixels"}
   for floor in ("random init", "raw pixels"):
     d = saved["probes"][floor]["otcxr_minus_this"]

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.data.synthetic_patients=16", "--config.model.width=0.125",
-        "--config.model.stem_stride=1", "--config.model.projector_hidden=32",
+        "--config.model.stem=small", "--config.model.stem_stride=1", "--config.model.num_stages=4",
+        "--config.model.projector_hidden=32",
         "--config.model.projector_dim=16", "--config.model.cvsim_heads=2",
         "--config.objective.num_iters=5", "--config.train.tensorboard=False",
         "--config.train.log_every=1", "--config.probe.batch_size=8", "--config.probe.num_steps=4",

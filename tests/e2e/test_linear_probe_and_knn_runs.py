@@ -18,6 +18,7 @@ from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
 from otcxr_jax.modes import pretrain
+from tests.tensorboard_events import read_events
 from tests.tiny import tiny_config
 from tests.modes.test_eval_modes import _numpy_knn
 
@@ -85,10 +86,17 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
     c.probe.init = init
     c.probe.checkpoint_dir = str(root / "pretrain/checkpoints/pretrain")
     c.knn.k = 5
+    c.train.tensorboard = mode == "linear_probe"  # one mode's results read back from TensorBoard
     config_lib.validate(c)
     workdir = root / mode
     module.run(c, str(workdir))
     result = json.loads((workdir / "metrics.json").read_text())
+    if c.train.tensorboard:
+      scalars, _, _ = read_events(workdir / "tensorboard" / mode)
+      assert scalars["test/mean_auc"] == pytest.approx(result["test"]["mean_auc"])
+      assert scalars["validation_mean_auc"] == pytest.approx(result["validation_mean_auc"])
+    else:
+      assert not (workdir / "tensorboard").exists()
     assert result["mode"] == mode and result["init"] == init
     assert result["dataset"] == f"{c.data.name}/{c.data.config}"
     n_test = len(datasets.split_source(c, c.data.test_split))

@@ -1,6 +1,7 @@
 """The Colab demo notebook runs top to bottom (at its tiny size) and draws its figures."""
 
 import os
+import re
 
 import nbformat
 import pytest
@@ -28,6 +29,7 @@ def test_demo_notebook_runs_at_tiny_size(tmp_path, monkeypatch):
   # Samples of the dataset, training curves, AUC bars, transport plan, CV-SIM attention.
   assert len(figures) == 5, text[-2000:]
   assert "[pretrain] step 2/2" in text
+  assert re.search(r"backend cpu, \d+ device\(s\):\n  0: cpu \(cpu\)\n", text)  # its devices
   assert "OTCXR: test mean AUC" in text and "random init: test mean AUC" in text
   assert "ONNX and JAX features differ by at most" in text
   run = tmp_path / "run"

@@ -206,3 +206,33 @@ def test_invalid_arguments():
     ResNet(18, width=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="unknown encoder"):
     build_encoder("resnet152", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("num_stages", [1, 2, 3])
+def test_fewer_stages_end_at_a_finer_map(num_stages):
+  full = _model(18, "imagenet", 1)
+  model = ResNet(18, width=0.125, stem="imagenet", num_stages=num_stages, num_classes=3,
+                 rngs=nnx.Rngs(0))
+  names = ("stem", "stage1", "stage2", "stage3")[:num_stages + 1]
+  last = names[-1]
+  assert tuple(model.stage_strides) == names
+  assert model.num_features == full.stage_channels[last]
+  # The same initialisation stream: the built stages hold the full network's weights.
+  for name in names:
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(getattr(model, name), nnx.Param),
+                 nnx.state(getattr(full, name), nnx.Param))
+  assert not hasattr(model, "stage4")
+  model.eval()
+  full.eval()
+  out, ref = _forward(model, _images()), _forward(full, _images())
+  assert set(out.stages) == set(names)
+  np.testing.assert_array_equal(out.dense, ref.stages[last])
+  np.testing.assert_allclose(out.pooled, ref.stages[last].mean(axis=(1, 2)), rtol=1e-5,
+                             atol=1e-7)
+  assert out.logits.shape == (_SHAPE[0], 3)
+
+
+@pytest.mark.parametrize("num_stages", [0, 5, True])
+def test_num_stages_out_of_range(num_stages):
+  with pytest.raises(ValueError, match="num_stages must be 1, 2, 3 or 4"):
+    build_encoder("resnet18", num_stages=num_stages, rngs=nnx.Rngs(0))

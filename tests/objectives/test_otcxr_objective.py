@@ -136,6 +136,24 @@ def test_centred_tokens_ignore_a_per_image_offset():
   assert abs(float(c["ot"]) - float(a["ot"])) > 1e-3
 
 
+def test_centred_positions_ignore_a_position_code():
+  """A code of the position alone (the same at each cell for every image) leaves the OT cost
+  unchanged under center_positions; the cost is that of the tokens minus their batch mean."""
+  q_s, q_t = _views(n=5, m=5)
+  code = jnp.asarray(np.random.default_rng(2).normal(size=(1, 5, 5)).astype(np.float32))
+  opts = dict(SOLVER, center_positions=True, alpha=1.0, beta=0.0, eta=0.0)
+  _, a = otcxr.otcxr_loss(q_s, q_t, **opts)
+  _, b = otcxr.otcxr_loss(q_s + 5.0 * code, q_t + 5.0 * code, **opts)
+  np.testing.assert_allclose(a["ot"], b["ot"], rtol=1e-5)
+  np.testing.assert_allclose(a["plan"], b["plan"], rtol=1e-4, atol=1e-7)
+  by_hand = lambda q: q - jnp.mean(q, axis=0, keepdims=True)
+  _, c = otcxr.otcxr_loss(by_hand(q_s), by_hand(q_t), **dict(opts, center_positions=False))
+  np.testing.assert_allclose(a["ot"], c["ot"], rtol=1e-5)
+  # without it, the shared code dominates the cosine cost and the loss falls
+  _, d = otcxr.otcxr_loss(q_s + 5.0 * code, q_t + 5.0 * code, **dict(opts, center_positions=False))
+  assert float(d["ot"]) < float(a["ot"]) - 1e-2
+
+
 def test_location_cost_by_hand():
   pos_s = jnp.asarray([[[0.1, 0.1], [0.1, 0.5]]])
   pos_t = jnp.asarray([[[0.1, 0.1], [0.5, 0.5], [0.3, 0.1]]])
