@@ -213,7 +213,7 @@ def make_config(setting: str, precision: str = "float32", *, batch: int | None =
   field names to values (e.g. ``{'model.width': 0.125}`` for a tiny test)."""
   import importlib.util  # noqa: PLC0415
 
-  from otcxr_jax import config_lib  # noqa: PLC0415
+  from otcxr_jax import config_lib, modes  # noqa: PLC0415
 
   if setting == "demo":
     spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
@@ -240,13 +240,14 @@ def make_config(setting: str, precision: str = "float32", *, batch: int | None =
     for name in parents:
       node = node[name]
     node[leaf] = value
-  config_lib.validate(c)
+  modes.validate(c)
   return c
 
 
 def torch_spec(config, step: str, precision: str, tf32: bool = False) -> dict[str, Any]:
   """What the PyTorch worker builds: the same network, sizes and objective."""
   from otcxr_jax import config_lib  # noqa: PLC0415
+  from otcxr_jax.models import factory  # noqa: PLC0415
 
   m = config.model
   if not m.encoder.startswith("resnet"):
@@ -261,7 +262,7 @@ def torch_spec(config, step: str, precision: str, tf32: bool = False) -> dict[st
       "learning_rate": LEARNING_RATE, "objective": objective,
       "model": {"depth": int(m.encoder[len("resnet"):]), "width": m.width,
                 "in_channels": m.in_channels, "stem": m.stem,
-                "stem_stride": config_lib.stem_stride(m), "num_stages": m.num_stages,
+                "stem_stride": factory.stem_stride(m), "num_stages": m.num_stages,
                 "norm": m.norm,
                 "norm_groups": m.norm_groups, "projector_hidden": m.projector_hidden,
                 "projector_dim": m.projector_dim, "projector_layers": m.projector_layers,
@@ -273,13 +274,13 @@ def torch_spec(config, step: str, precision: str, tf32: bool = False) -> dict[st
 def _classifier(config, rngs):
   from flax import nnx  # noqa: PLC0415
 
-  from otcxr_jax.modes import pretrain  # noqa: PLC0415
+  from otcxr_jax.models import factory  # noqa: PLC0415
 
   class Classifier(nnx.Module):
     """Encoder, pooled features, linear head (the encoder-only step)."""
 
     def __init__(self):
-      self.encoder = pretrain.build_encoder(config, rngs)
+      self.encoder = factory.build_encoder(config, rngs)
       self.head = nnx.Linear(self.encoder.num_features, NUM_CLASSES, rngs=rngs)
 
     def __call__(self, images):
@@ -298,7 +299,7 @@ def build_jax(config, step: str, seed: int = 0):
   from flax import nnx  # noqa: PLC0415
 
   from otcxr_jax import config_lib  # noqa: PLC0415
-  from otcxr_jax.modes import pretrain  # noqa: PLC0415
+  from otcxr_jax.models import factory  # noqa: PLC0415
   from otcxr_jax.objectives import otcxr as otcxr_objective  # noqa: PLC0415
 
   rng = np.random.default_rng(seed)
@@ -313,12 +314,12 @@ def build_jax(config, step: str, seed: int = 0):
       logits = model(batch["images"]).astype(jnp.float32)
       return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["labels"])), {}
   elif step == "otcxr":
-    model = pretrain.build_model(config, nnx.Rngs(seed))
+    model = factory.build_model(config, nnx.Rngs(seed))
     objective = dataclasses.asdict(config_lib.objective_config(config))
     inputs = {"view_s": image(), "view_t": image()}
     if objective["location_weight"]:
       grid = dense_grid({"stem": config.model.stem, "num_stages": config.model.num_stages,
-                         "stem_stride": config_lib.stem_stride(config.model)}, s)
+                         "stem_stride": factory.stem_stride(config.model)}, s)
       inputs["location"] = location_matrix(b, grid)
 
     def loss_fn(model, batch, rng):

@@ -54,6 +54,7 @@ from ml_collections import config_flags  # noqa: E402
 from otcxr_jax import config_lib  # noqa: E402
 from otcxr_jax.data import datasets  # noqa: E402
 from otcxr_jax.evaluation import diagnostics, features  # noqa: E402
+from otcxr_jax.models import factory  # noqa: E402
 from otcxr_jax.modes import pretrain  # noqa: E402
 
 FEATURE_SETS = ("pooled", "stages", "grid2")
@@ -112,7 +113,7 @@ def encoder_features(encoder, images: dict[str, np.ndarray], batch_size: int = 2
 def train_supervised(config, images: np.ndarray, labels: np.ndarray) -> nnx.Module:
   """The config's encoder plus a linear head, BCE on every label; returns the encoder."""
   t = config.train
-  encoder = pretrain.build_encoder(config, nnx.Rngs(config.seed))
+  encoder = factory.build_encoder(config, nnx.Rngs(config.seed))
   head = nnx.Linear(encoder.num_features, labels.shape[1], rngs=nnx.Rngs(config.seed + 1))
   peak = config.optim.base_learning_rate * t.batch_size / 256
   schedule = optax.warmup_cosine_decay_schedule(0.0, peak, config.optim.warmup_steps,
@@ -164,7 +165,7 @@ def study(config, workdir: str, kind: str, Cs: Sequence[float]) -> dict:
     elif kind == "supervised":
       encoder = train_supervised(config, images["train"], labels["train"])
     else:
-      encoder = pretrain.build_encoder(config, nnx.Rngs(config.seed))
+      encoder = factory.build_encoder(config, nnx.Rngs(config.seed))
     row["train_seconds"] = round(time.time() - start, 1)
     row["feature_spread"] = diagnostics.feature_spread(encoder, images["train"][:512]).as_dict()
     feats = encoder_features(encoder, images)

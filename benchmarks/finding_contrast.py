@@ -83,7 +83,7 @@ from absl import app, flags  # noqa: E402
 from etils import epath  # noqa: E402
 from scipy import ndimage, special  # noqa: E402
 
-from otcxr_jax.data import phantom  # noqa: E402
+from tfds_builders.synthetic_cxr import phantom  # noqa: E402
 from otcxr_jax.evaluation import metrics, plots  # noqa: E402
 from otcxr_jax.evaluation import report as report_lib  # noqa: E402
 

@@ -29,8 +29,10 @@ from etils import epath
 from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
-from otcxr_jax.modes import pretrain, pretrain_methods
+from otcxr_jax import methods
+from otcxr_jax.models import factory
 from otcxr_jax.training import loop
+from otcxr_jax.training import optim
 from otcxr_jax.training import sharding as shard_lib
 from otcxr_jax.training import state as state_lib
 
@@ -96,13 +98,13 @@ def measure_step(config: ml_collections.ConfigDict, *, steps: int, warmup: int
   batch_size, size = config.train.batch_size, config.data.image_size
   mesh = shard_lib.make_mesh()
   shard_lib.check_batch_size(batch_size, mesh)
-  model = pretrain.build_model(config, nnx.Rngs(config.seed))
-  tx, _ = pretrain.make_optimizer(config)
+  model = factory.build_model(config, nnx.Rngs(config.seed))
+  tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(
       model, tx, jax.random.key_data(jax.random.key(config.seed + 1)))
   state = shard_lib.replicate(state, mesh)
-  step = loop.jit_train_step(graphdef, pretrain.make_loss_fn(config), tx, mesh,
-                             target_decay=pretrain_methods.target_decay(config))
+  step = loop.jit_train_step(graphdef, methods.make_loss_fn(config), tx, mesh,
+                             target_decay=methods.target_decay(config))
   images = np.random.default_rng([config.seed, jax.process_index()]).integers(
       0, 256, (shard_lib.host_local_batch_size(batch_size), size, size,
                config.model.in_channels), dtype=np.uint8)

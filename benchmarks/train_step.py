@@ -44,9 +44,11 @@ from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from otcxr_jax import config_lib  # noqa: E402
+from otcxr_jax import methods  # noqa: E402
 from otcxr_jax.data import augment  # noqa: E402
-from otcxr_jax.modes import pretrain  # noqa: E402
+from otcxr_jax.models import factory  # noqa: E402
 from otcxr_jax.objectives import ot, otcxr  # noqa: E402
+from otcxr_jax.training import optim  # noqa: E402
 from otcxr_jax.training import sharding as shard_lib  # noqa: E402
 from otcxr_jax.training import state as state_lib  # noqa: E402
 
@@ -150,15 +152,15 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10,
   np_rng = np.random.default_rng([config.seed, jax.process_index()])
 
   # The full train step, jitted as the train loop jits it.
-  tx, _ = pretrain.make_optimizer(config)
-  model = pretrain.build_model(config, nnx.Rngs(config.seed))
+  tx, _ = optim.pretraining_optimizer(config)
+  model = factory.build_model(config, nnx.Rngs(config.seed))
   graphdef, state = state_lib.create_train_state(
       model, tx, jax.random.key_data(jax.random.key(config.seed + 1)))
   state = shard_lib.replicate(state, mesh)
   images = np_rng.integers(0, 256, (local, size, size, channels), dtype=np.uint8)
   batch = shard_lib.to_global({"image": images}, mesh)
   step_fn, compile_s = _compile(
-      state_lib.make_train_step(graphdef, pretrain.make_loss_fn(config), tx), state, batch,
+      state_lib.make_train_step(graphdef, methods.make_loss_fn(config), tx), state, batch,
       in_shardings=(repl, split), out_shardings=(repl, repl), donate_argnums=(0,))
 
   def train_step():

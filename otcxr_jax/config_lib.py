@@ -15,8 +15,6 @@ from ml_collections import config_dict
 
 from otcxr_jax import errors
 
-MODES = ("demo", "pretrain", "linear_probe", "knn", "finetune", "segment", "localize", "report",
-         "build_dataset")
 PROBE_INITS = ("pretrained", "random")
 FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
 # Pretraining methods: OTCXR and the baselines of objectives/baselines.py, each with its own config
@@ -210,15 +208,17 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+def require(ok: bool, field: str, value: Any, expected: str) -> None:
+  """Raises :class:`ConfigError` ``config.<field>=<value>: expected <expected>`` unless ``ok``."""
   if not ok:
     raise ConfigError(f"config.{field}={value!r}: expected {expected}.")
 
 
-def _positive(c, fields: Iterable[str]) -> None:
+def positive(c, fields: Iterable[str]) -> None:
+  """Requires each dotted field of ``c`` to be a positive number."""
   for f in fields:
     v = _get(c, f)
-    _require(isinstance(v, (int, float)) and v > 0, f, v, "a positive number")
+    require(isinstance(v, (int, float)) and v > 0, f, v, "a positive number")
 
 
 def _get(c, dotted: str):
@@ -235,13 +235,6 @@ def _built_stages(model: ml_collections.ConfigDict) -> tuple[str, ...]:
   return ("stem",) + tuple(f"stage{i}" for i in range(1, model.num_stages + 1))
 
 
-def stem_stride(model: ml_collections.ConfigDict) -> int:
-  """The ResNet ``stem_stride`` argument of ``config.model``: ``model.stem_stride`` is the 'small'
-  stem's stride; the 'imagenet' stem (7x7/2 conv + max-pool) has a fixed stride and does not read
-  it, so changing ``model.stem`` alone switches a config between the two."""
-  return model.stem_stride if model.stem == "small" else 1
-
-
 def check_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> None:
   """Refuses command-line overrides (``{'model.stem_stride': 2, ...}``) that combine fields the
   run would not use together: a ``model.stem_stride`` other than 1 given for the 'imagenet'
@@ -253,61 +246,53 @@ def check_overrides(c: ml_collections.ConfigDict, overrides: Mapping[str, Any]) 
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Raises :class:`ConfigError` naming the first invalid field."""
-  _require(c.mode in MODES, "mode", c.mode, f"one of {MODES}")
+  """Raises :class:`ConfigError` naming the first invalid field of the shared sections; each mode
+  checks its own section (``otcxr_jax.modes.validate`` runs both)."""
   _validate_distributed(c)
   if c.mode == "build_dataset":
-    _require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
+    require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
     return
-  _require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
-  _require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
-           "'imagenet' or 'small'")
-  _require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
-           c.model.stem_stride, "a positive int")
-  _require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
-           "model.num_stages", c.model.num_stages, "1, 2, 3 or 4 (ResNet stages)")
-  _require(not c.model.encoder.startswith("resnet") or c.model.dense_stage == "dense"
-           or c.model.dense_stage in _built_stages(c.model),
-           "model.dense_stage", c.model.dense_stage,
-           f"'dense' or a built stage {_built_stages(c.model)}")
-  _require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
-  _require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
-  _require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
-           c.model.norm_groups, "a positive int")
-  _require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
-           f"one of {COMPUTE_DTYPES}")
+  require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
+  require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
+          "'imagenet' or 'small'")
+  require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
+          c.model.stem_stride, "a positive int")
+  require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
+          "model.num_stages", c.model.num_stages, "1, 2, 3 or 4 (ResNet stages)")
+  require(not c.model.encoder.startswith("resnet") or c.model.dense_stage == "dense"
+          or c.model.dense_stage in _built_stages(c.model),
+          "model.dense_stage", c.model.dense_stage,
+          f"'dense' or a built stage {_built_stages(c.model)}")
+  require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
+  require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
+  require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
+          c.model.norm_groups, "a positive int")
+  require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
+          f"one of {COMPUTE_DTYPES}")
   from otcxr_jax.training import loop  # the policies LoopConfig accepts
-  _require(c.train.on_nonfinite in loop.NONFINITE_POLICIES, "train.on_nonfinite",
-           c.train.on_nonfinite, f"one of {loop.NONFINITE_POLICIES}")
-  _positive(c, ["data.image_size", "model.width", "model.projector_hidden", "model.projector_dim",
-                "model.projector_layers", "model.cvsim_heads", "train.batch_size",
-                "train.num_steps", "train.log_every", "optim.base_learning_rate",
-                "probe.batch_size", "probe.num_steps", "probe.learning_rate"])
-  _require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
-  _require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
-           "a directory path ('' for <workdir>/checkpoints/pretrain)")
-  _require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",
-           c.knn.k, "a positive int")
-  _positive(c, ["knn.temperature"])
-  _require(c.model.encoder.startswith("resnet") or c.data.image_size % 16 == 0, "data.image_size",
-           c.data.image_size, "a multiple of 16 for a ViT/16 encoder")
-  _require(c.model.projector_dim % c.model.cvsim_heads == 0 or not c.model.cvsim,
-           "model.cvsim_heads", c.model.cvsim_heads,
-           f"a divisor of model.projector_dim={c.model.projector_dim}")
-  _require(c.optim.warmup_steps >= 0, "optim.warmup_steps", c.optim.warmup_steps, ">= 0")
-  _require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, ">= 0")
+  require(c.train.on_nonfinite in loop.NONFINITE_POLICIES, "train.on_nonfinite",
+          c.train.on_nonfinite, f"one of {loop.NONFINITE_POLICIES}")
+  positive(c, ["data.image_size", "model.width", "model.projector_hidden", "model.projector_dim",
+               "model.projector_layers", "model.cvsim_heads", "train.batch_size",
+               "train.num_steps", "train.log_every", "optim.base_learning_rate",
+               "probe.batch_size", "probe.num_steps", "probe.learning_rate"])
+  require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
+  require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
+          "a directory path ('' for <workdir>/checkpoints/pretrain)")
+  require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",
+          c.knn.k, "a positive int")
+  positive(c, ["knn.temperature"])
+  require(c.model.encoder.startswith("resnet") or c.data.image_size % 16 == 0, "data.image_size",
+          c.data.image_size, "a multiple of 16 for a ViT/16 encoder")
+  require(c.model.projector_dim % c.model.cvsim_heads == 0 or not c.model.cvsim,
+          "model.cvsim_heads", c.model.cvsim_heads,
+          f"a divisor of model.projector_dim={c.model.projector_dim}")
+  require(c.optim.warmup_steps >= 0, "optim.warmup_steps", c.optim.warmup_steps, ">= 0")
+  require(c.optim.weight_decay >= 0, "optim.weight_decay", c.optim.weight_decay, ">= 0")
   from otcxr_jax.training import optim  # light import: optax only
-  _require(c.optim.name in optim.OPTIMIZERS, "optim.name", c.optim.name,
-           f"one of {optim.OPTIMIZERS}")
+  require(c.optim.name in optim.OPTIMIZERS, "optim.name", c.optim.name,
+          f"one of {optim.OPTIMIZERS}")
   _validate_finetune(c)
-  if c.mode == "segment":
-    _validate_segment(c)
-  if c.mode == "localize":
-    _validate_localize(c)
-  if c.mode == "report":
-    _require(isinstance(c.report.workdirs, (tuple, list)) and len(c.report.workdirs) > 0 and
-             all(isinstance(w, str) and w for w in c.report.workdirs), "report.workdirs",
-             c.report.workdirs, "a non-empty tuple of evaluation workdirs")
   _validate_parts(c)
 
 
@@ -322,79 +307,10 @@ def _validate_distributed(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(str(e)) from None
   for field, minimum in (("num_processes", 0), ("process_id", -1)):
     v = d[field]
-    _require(isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
-             f"distributed.{field}", v, f"an int >= {minimum}")
-  _require(d.num_processes == 0 or d.process_id < d.num_processes, "distributed.process_id",
-           d.process_id, f"below distributed.num_processes={d.num_processes}")
-
-
-def _validate_segment(c: ml_collections.ConfigDict) -> None:
-  """The ``segment`` fields, the decoder's fit to the encoder, and the dataset's masks."""
-  from otcxr_jax.modes import segment
-  s = c.segment
-  _require(isinstance(s.split, str) and bool(s.split), "segment.split", s.split, "a split name")
-  _positive(c, ["segment.batch_size", "segment.num_steps", "segment.encoder_learning_rate",
-                "segment.decoder_learning_rate", "segment.eval_every"])
-  for field in ("warmup_steps", "patience"):
-    _require(isinstance(s[field], int) and not isinstance(s[field], bool) and s[field] >= 0,
-             f"segment.{field}", s[field], "an int >= 0")
-  for field in ("weight_decay", "dice_weight"):
-    _require(s[field] >= 0, f"segment.{field}", s[field], ">= 0")
-  _require(0.0 < s.threshold < 1.0, "segment.threshold", s.threshold, "a probability in (0, 1)")
-  _require(s.eval_every <= s.num_steps, "segment.eval_every", s.eval_every,
-           f"at most segment.num_steps={s.num_steps} (the best state is chosen on validation)")
-  _require(s.selection_metric in segment.SELECTION_METRICS, "segment.selection_metric",
-           s.selection_metric, f"one of {segment.SELECTION_METRICS}")
-  strides = segment.decoder_strides(c)
-  channels = s.decoder_channels
-  _require(isinstance(channels, (tuple, list)) and len(channels) == len(strides) and
-           all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in channels),
-           "segment.decoder_channels", channels,
-           f"{len(strides)} positive ints, one per decoder level (strides {strides}, deepest "
-           f"first) of model.encoder={c.model.encoder!r} with these model fields")
-  try:
-    segment.augment_config(c)
-  except ValueError as e:
-    raise ConfigError(f"config.segment: {e}") from None
-  _require(segment.dataset_has_masks(c), "data.name", c.data.name,
-           "a dataset with segmentation masks (a 'mask' feature), such as "
-           "'siim_acr_pneumothorax' or 'synthetic_cxr'")
-
-
-def _validate_localize(c: ml_collections.ConfigDict) -> None:
-  """The ``localize`` fields, what each method needs, and the dataset's boxes."""
-  from otcxr_jax.evaluation import localization
-  from otcxr_jax.modes import localize
-  l = c.localize
-  methods = l.methods
-  _require(isinstance(methods, (tuple, list)) and len(methods) > 0 and
-           len(set(methods)) == len(methods) and set(methods) <= set(localization.METHODS),
-           "localize.methods", methods,
-           f"a non-empty tuple of distinct methods of {localization.METHODS}")
-  _require("cam" not in methods or bool(l.classifier_workdir), "localize.classifier_workdir",
-           l.classifier_workdir, "the workdir of a fine-tuning run (method 'cam')")
-  _require(l.init in PROBE_INITS, "localize.init", l.init, f"one of {PROBE_INITS}")
-  _require(isinstance(l.checkpoint_dir, str), "localize.checkpoint_dir", l.checkpoint_dir,
-           "a directory path ('' for <workdir>/checkpoints/pretrain)")
-  pretraining = [m for m in methods if m in localize.PRETRAINING_METHODS]
-  _require(not pretraining or c.method == "otcxr", "method", c.method,
-           f"'otcxr' for the pretraining-network maps {pretraining}")
-  _require("attention" not in methods or c.model.cvsim, "model.cvsim", c.model.cvsim,
-           "True for method 'attention' (CV-SIM attention maps)")
-  _require(l.threshold_mode in localization.THRESHOLD_MODES, "localize.threshold_mode",
-           l.threshold_mode, f"one of {localization.THRESHOLD_MODES}")
-  _require(isinstance(l.threshold, (int, float)) and 0.0 < l.threshold <= 1.0,
-           "localize.threshold", l.threshold, "a number in (0, 1]")
-  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-  _require(is_int(l.batch_size) and l.batch_size >= 1, "localize.batch_size", l.batch_size,
-           "an int >= 1")
-  _require(is_int(l.num_examples) and l.num_examples >= 0, "localize.num_examples",
-           l.num_examples, "an int >= 0")
-  _require(is_int(l.num_references) and l.num_references >= 1, "localize.num_references",
-           l.num_references, "an int >= 1")
-  _require(localize.dataset_has_boxes(c), "data.name", c.data.name,
-           "a dataset with boxes ('boxes' and 'box_labels'), such as 'nih_chest_xray14' or "
-           "'synthetic_cxr'")
+    require(isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+            f"distributed.{field}", v, f"an int >= {minimum}")
+  require(d.num_processes == 0 or d.process_id < d.num_processes, "distributed.process_id",
+          d.process_id, f"below distributed.num_processes={d.num_processes}")
 
 
 def _validate_parts(c: ml_collections.ConfigDict) -> None:
@@ -405,34 +321,34 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
     augment_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.augment: {e}") from None
-  _require(c.method in METHODS, "method", c.method, f"one of {METHODS}")
-  _require(c.mode != "demo" or c.method == "otcxr", "method", c.method,
-           "'otcxr' for mode 'demo' (its report draws transport plans)")
+  require(c.method in METHODS, "method", c.method, f"one of {METHODS}")
+  require(c.mode != "demo" or c.method == "otcxr", "method", c.method,
+          "'otcxr' for mode 'demo' (its report draws transport plans)")
   try:
     objective_config(c).validate()
   except ValueError as e:
     raise ConfigError(f"config.objective: {e}") from None
-  _require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
-           "model.dense_stage", c.model.dense_stage,
-           "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
-           "gradient, and the pooled features every evaluation reads would come from them at "
-           "their initialisation; end the network there instead (model.num_stages)")
+  require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
+          "model.dense_stage", c.model.dense_stage,
+          "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
+          "gradient, and the pooled features every evaluation reads would come from them at "
+          "their initialisation; end the network there instead (model.num_stages)")
   for method in METHODS[1:]:
     try:
       method_config(c, method)
     except (TypeError, ValueError) as e:
       raise ConfigError(f"config.{method}: {e}") from None
   if c.method == "vicregl":
-    from otcxr_jax.modes import pretrain_methods
-    grid = pretrain_methods.dense_grid(c)
+    from otcxr_jax.models import factory  # builds an abstract encoder
+    grid = factory.dense_grid(c)
     cells = grid[0] * grid[1]
     matches = tuple(c.vicregl.num_matches)
-    _require(max(matches) <= cells, "vicregl.num_matches", matches,
-             f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
-             f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
+    require(max(matches) <= cells, "vicregl.num_matches", matches,
+            f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
+            f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
     feature = c.vicregl.num_feature_matches
-    _require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
-             f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
+    require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
+            f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
   del augment, otcxr
 
 
@@ -465,43 +381,43 @@ def method_config(c: ml_collections.ConfigDict, method: str | None = None):
 def _validate_finetune(c: ml_collections.ConfigDict) -> None:
   """The ``finetune`` fields; the start checkpoint is required only when that mode runs."""
   f = c.finetune
-  _require(f.split in FINETUNE_SPLITS, "finetune.split", f.split, f"one of {FINETUNE_SPLITS}")
-  _require(f.init in PROBE_INITS, "finetune.init", f.init, f"one of {PROBE_INITS}")
-  _require(isinstance(f.checkpoint_dir, str), "finetune.checkpoint_dir", f.checkpoint_dir,
-           "a directory path")
-  _require(c.mode != "finetune" or f.init != "pretrained" or bool(f.checkpoint_dir),
-           "finetune.checkpoint_dir", f.checkpoint_dir,
-           "the checkpoint directory of the run to start from (e.g. <pretraining workdir>/"
-           "checkpoints/pretrain) when finetune.init='pretrained'")
+  require(f.split in FINETUNE_SPLITS, "finetune.split", f.split, f"one of {FINETUNE_SPLITS}")
+  require(f.init in PROBE_INITS, "finetune.init", f.init, f"one of {PROBE_INITS}")
+  require(isinstance(f.checkpoint_dir, str), "finetune.checkpoint_dir", f.checkpoint_dir,
+          "a directory path")
+  require(c.mode != "finetune" or f.init != "pretrained" or bool(f.checkpoint_dir),
+          "finetune.checkpoint_dir", f.checkpoint_dir,
+          "the checkpoint directory of the run to start from (e.g. <pretraining workdir>/"
+          "checkpoints/pretrain) when finetune.init='pretrained'")
   is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
   is_number = lambda v: (isinstance(v, (int, float)) and not isinstance(v, bool)
                          and abs(v) < float("inf"))
   for field, minimum in (("batch_size", 1), ("patience", 0)):
-    _require(is_int(f[field]) and f[field] >= minimum, f"finetune.{field}", f[field],
-             f"an int >= {minimum}")
+    require(is_int(f[field]) and f[field] >= minimum, f"finetune.{field}", f[field],
+            f"an int >= {minimum}")
   for field, minimum in (("num_steps", 1), ("eval_every", 1), ("warmup_steps", 0)):
-    _require(f[field] is None or (is_int(f[field]) and f[field] >= minimum), f"finetune.{field}",
-             f[field], f"None (from the epochs) or an int >= {minimum}")
+    require(f[field] is None or (is_int(f[field]) and f[field] >= minimum), f"finetune.{field}",
+            f[field], f"None (from the epochs) or an int >= {minimum}")
   for field in ("num_epochs", "eval_every_epochs"):
-    _require(is_number(f[field]) and f[field] > 0, f"finetune.{field}", f[field],
-             "a positive number of epochs")
+    require(is_number(f[field]) and f[field] > 0, f"finetune.{field}", f[field],
+            "a positive number of epochs")
   for field in ("linear_probe_epochs", "warmup_epochs"):
-    _require(is_number(f[field]) and f[field] >= 0, f"finetune.{field}", f[field],
-             "a number of epochs >= 0")
-  _require(f.num_steps is None or f.eval_every is None or f.num_steps % f.eval_every == 0,
-           "finetune.eval_every", f.eval_every,
-           f"a divisor of finetune.num_steps={f.num_steps}, so that the final state is evaluated")
+    require(is_number(f[field]) and f[field] >= 0, f"finetune.{field}", f[field],
+            "a number of epochs >= 0")
+  require(f.num_steps is None or f.eval_every is None or f.num_steps % f.eval_every == 0,
+          "finetune.eval_every", f.eval_every,
+          f"a divisor of finetune.num_steps={f.num_steps}, so that the final state is evaluated")
   if c.mode == "finetune" and f.linear_probe_epochs > 0:  # stage 1 trains the probe's heads
     wds = c.probe.weight_decays
-    _require(isinstance(wds, (tuple, list)) and len(wds) > 0
-             and all(is_number(w) and w >= 0 for w in wds), "probe.weight_decays", wds,
-             "a non-empty tuple of weight decays >= 0 (fine-tuning's linear-probe stage, "
-             "finetune.linear_probe_epochs > 0, chooses one on validation)")
-  _positive(c, ["finetune.encoder_learning_rate", "finetune.head_learning_rate"])
-  _require(f.weight_decay >= 0, "finetune.weight_decay", f.weight_decay, ">= 0")
+    require(isinstance(wds, (tuple, list)) and len(wds) > 0
+            and all(is_number(w) and w >= 0 for w in wds), "probe.weight_decays", wds,
+            "a non-empty tuple of weight decays >= 0 (fine-tuning's linear-probe stage, "
+            "finetune.linear_probe_epochs > 0, chooses one on validation)")
+  positive(c, ["finetune.encoder_learning_rate", "finetune.head_learning_rate"])
+  require(f.weight_decay >= 0, "finetune.weight_decay", f.weight_decay, ">= 0")
   from otcxr_jax.training import optim
-  _require(f.optimizer in optim.OPTIMIZERS, "finetune.optimizer", f.optimizer,
-           f"one of {optim.OPTIMIZERS}")
+  require(f.optimizer in optim.OPTIMIZERS, "finetune.optimizer", f.optimizer,
+          f"one of {optim.OPTIMIZERS}")
   try:
     finetune_augment_config(c)
   except ValueError as e:

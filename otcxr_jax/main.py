@@ -32,31 +32,18 @@ its traceback is shown instead. Any other exception is a bug and keeps its trace
 
 from __future__ import annotations
 
-import importlib
 import shlex
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from otcxr_jax import config_lib, errors
+from otcxr_jax import config_lib, errors, modes
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/<name>.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and reports (local path or gs://...).")
-
-_MODE_MODULES = {
-    "demo": "otcxr_jax.modes.demo",
-    "pretrain": "otcxr_jax.modes.pretrain",
-    "linear_probe": "otcxr_jax.modes.linear_probe",
-    "knn": "otcxr_jax.modes.knn",
-    "finetune": "otcxr_jax.modes.finetune",
-    "segment": "otcxr_jax.modes.segment",
-    "localize": "otcxr_jax.modes.localize",
-    "report": "otcxr_jax.modes.report",
-    "build_dataset": "otcxr_jax.modes.build_dataset",
-}
 
 
 def default_workdir(config_path: str) -> str:
@@ -89,7 +76,7 @@ def _main() -> None:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
   try:
-    config_lib.validate(config)
+    modes.validate(config)
     config_lib.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
   except config_lib.ConfigError as e:
     print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
@@ -102,7 +89,7 @@ def _main() -> None:
     sys.exit(2)
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
-  module = importlib.import_module(_MODE_MODULES[config.mode])
+  module = modes.module(config.mode)
   from otcxr_jax.training import loop
   try:
     module.run(config, workdir)
@@ -128,9 +115,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def _run() -> None:
+def run() -> None:
+  """The ``otcxr-train`` console script: ``python -m otcxr_jax.main`` with the same flags."""
+  if __name__ != "__main__":  # a console script: absl's --help describes the __main__ module
+    sys.modules["__main__"].__doc__ = __doc__
+    for flag in (_CONFIG.name, _WORKDIR.name):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag])
   app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-  _run()
+  run()

@@ -11,7 +11,7 @@ as the dataset builders store images and as evaluation then views them, through 
 functions:
 
 1. decoded to grayscale floats in [0, 1] by ``tfds_builders.cxr_base.images.load`` (DICOM through
-   ``otcxr_jax.data.dicom`` at 16 bits: Modality and VOI LUTs, MONOCHROME1 inverted, scaled from
+   ``cxr_base.dicom`` at 16 bits: Modality and VOI LUTs, MONOCHROME1 inverted, scaled from
    the stored range; PNG/JPEG of 8 or 16 bits). A 16-bit PNG is divided by ``2**b - 1``, ``b``
    its data's bit depth (``images.sixteen_bit_depth``): with an ``sBIT`` chunk, its significant
    bits if every value fits in them, else 16 (samples scaled up to 16 bits); without one, the

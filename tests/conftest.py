@@ -1,6 +1,7 @@
 """Test configuration: four simulated CPU devices, set before JAX is first used."""
 
 import os
+import pathlib
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -28,3 +29,15 @@ def shared_compilation(tmp_path_factory):
   jax.config.update("jax_compilation_cache_dir", previous[0])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
   compilation_cache.reset_cache()
+
+
+_E2E = pathlib.Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+  """Every test under tests/e2e/ (a run of a mode, a command or the notebook end to end) is
+  marked slow, so ``-m "not slow"`` is the fast unit selection."""
+  del config
+  for item in items:
+    if _E2E in pathlib.Path(str(item.path)).resolve().parents:
+      item.add_marker(pytest.mark.slow)

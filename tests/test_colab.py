@@ -1,12 +1,16 @@
-"""The Colab install keeps the runtime's accelerator jax and installs only what is missing."""
+"""The Colab install keeps the runtime's accelerator jax and installs only what is missing; the
+notebook's set-up cell installs through it."""
 
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from otcxr_jax import colab
 
-REQUIREMENTS = (Path(__file__).resolve().parents[1] / "requirements.txt").read_text()
+REPO = Path(__file__).resolve().parents[1]
+REQUIREMENTS = (REPO / "requirements.txt").read_text()
+NOTEBOOK = REPO / "notebooks" / "otcxr_demo.ipynb"
 PINNED = dict((n.lower(), s[2:]) for n, _, s in colab.requirements(REQUIREMENTS)
               if s.startswith("=="))
 
@@ -53,3 +57,14 @@ def test_a_bare_runtime_gets_every_requirement_with_the_accelerator_jax():
 def test_requirements_are_parsed_with_extras_and_without_comments():
   parsed = colab.requirements("# c\njax==1.0  # pin\netils[epath]>=1.7\n-r other.txt\n\nnumpy>=2,<3\n")
   assert parsed == [("jax", "", "==1.0"), ("etils", "[epath]", ">=1.7"), ("numpy", "", ">=2,<3")]
+
+
+def test_colab_install_keeps_the_runtimes_jax():
+  """The set-up cell installs what ``otcxr_jax.colab.pip_args`` lists, never the requirements
+  file as is (its CPU jax, jaxlib and tensorflow-cpu would replace Colab's accelerator builds)."""
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  [setup] = [c.source for c in notebook.cells if "def find_repo" in c.source]
+  assert "colab.pip_args((repo / \"requirements.txt\").read_text())" in setup
+  assert "-r" not in setup and "requirements.txt\")], check=True" not in setup
+  intro = notebook.cells[0].source
+  assert "Runtime > Change runtime type" in intro and "TPU" in intro and "GPU" in intro

@@ -12,7 +12,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from otcxr_jax import config_lib
-from otcxr_jax.modes import pretrain
+from otcxr_jax.models import factory
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def _parse(*overrides: str):
 
 
 def _stage_strides(config) -> dict:
-  encoder = nnx.eval_shape(lambda: pretrain.build_encoder(config, nnx.Rngs(0)))
+  encoder = nnx.eval_shape(lambda: factory.build_encoder(config, nnx.Rngs(0)))
   return dict(encoder.stage_strides)
 
 
@@ -41,14 +41,14 @@ def test_one_field_switches_the_demos_stem():
   config, overrides = _parse("--config.model.stem=small")
   config_lib.validate(config)
   config_lib.check_overrides(config, overrides)
-  assert config_lib.stem_stride(config.model) == 1
+  assert factory.stem_stride(config.model) == 1
   assert _stage_strides(config)["stage3"] == 4  # 3x3 stem of stride 1, no max-pool
 
 
 def test_small_stem_stride_still_applies():
   config, overrides = _parse("--config.model.stem=small", "--config.model.stem_stride=2")
   config_lib.check_overrides(config, overrides)
-  assert config_lib.stem_stride(config.model) == 2 and _stage_strides(config)["stage3"] == 8
+  assert factory.stem_stride(config.model) == 2 and _stage_strides(config)["stage3"] == 8
 
 
 @pytest.mark.parametrize("stride, refused", [(2, True), (1, False)])

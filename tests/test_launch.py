@@ -76,7 +76,7 @@ _CASES = {
 
 # What `gcloud ... ssh --worker=all` prints for the preflight of a healthy v4-32 (4 workers of 4
 # chips; the lines in the format of otcxr_jax.preflight.report, mixed with gcloud's messages).
-PREFLIGHT_V4_32 = (_REPO / "tests" / "data" / "preflight_v4-32.txt").read_text()
+PREFLIGHT_V4_32 = (_REPO / "tests" / "fixtures" / "preflight_v4-32.txt").read_text()
 
 
 @pytest.fixture

@@ -1,33 +1,16 @@
-"""``python -m otcxr_jax.main``: every mode has its module, and an expected failure is a line or
-two on stderr with exit status 2 (its traceback with ``--verbosity=1``), while a bug keeps its
-traceback."""
+"""``otcxr_jax.main`` dispatches to a module per mode (``otcxr_jax.modes``), and the build errors
+are expected failures (a line or two on stderr, exit status 2); the command itself runs in
+``tests/e2e/test_main_command.py``."""
 
-import importlib
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
-
-import pytest
-
-from otcxr_jax import config_lib, errors, main
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
-HINT = "(run with --verbosity=1 for the traceback)"
-
-
-def _main(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "otcxr_jax.main", *args], cwd=REPO, env=ENV,
-                        capture_output=True, text=True, timeout=300)
+from otcxr_jax import errors, modes
 
 
 def test_every_mode_has_a_module_with_run():
-  assert tuple(main._MODE_MODULES) == config_lib.MODES
-  for mode, module_name in main._MODE_MODULES.items():
-    module = importlib.import_module(module_name)
-    assert callable(getattr(module, "run", None)), f"{module_name}.run (mode {mode!r})"
+  for mode in modes.MODES:
+    module = modes.module(mode)
+    assert module.__name__ == f"otcxr_jax.modes.{mode}"
+    assert callable(getattr(module, "run", None)), f"{module.__name__}.run (mode {mode!r})"
+    assert callable(getattr(module, "validate", lambda c: None))
 
 
 def test_build_errors_are_expected_failures():
@@ -35,67 +18,3 @@ def test_build_errors_are_expected_failures():
   expected = (errors.UserError, *errors.external_expected())
   for cls in (BuildError, ManualDirError, AnnotationError, OptionError):
     assert issubclass(cls, expected), cls
-
-
-def test_missing_manual_dir_is_a_short_error(tmp_path):
-  missing = tmp_path / "no_such_download"
-  args = ("--config", "configs/build_nih_chest_xray14.py",
-          f"--config.data.manual_dir={missing}", f"--config.data.data_dir={tmp_path / 'data'}")
-  result = _main(*args)
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert "Traceback" not in result.stderr
-  lines = result.stderr.strip().splitlines()
-  assert len(lines) <= 5, result.stderr
-  assert lines[-2:] == [
-      f"Error: nih_chest_xray14: the manual directory {missing} does not exist. What to download "
-      "and where its files go: docs/datasets.md, section `nih_chest_xray14`.", HINT]
-  assert not (tmp_path / "data" / "nih_chest_xray14").exists()
-  verbose = _main(*args, "--verbosity=1")
-  assert verbose.returncode not in (0, 2)
-  assert "Traceback" in verbose.stderr and "ManualDirError" in verbose.stderr
-  assert str(missing) in verbose.stderr
-
-
-def test_unset_manual_dir_names_the_flag(tmp_path):
-  result = _main("--config", "configs/build_rsna_pneumonia.py",
-                 f"--config.data.data_dir={tmp_path}")
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert result.stderr.strip().splitlines()[-2:] == [
-      "Error: config.data.manual_dir is not set: pass --config.data.manual_dir=/path/to/the/"
-      "rsna_pneumonia download. What to download and where its files go: docs/datasets.md, "
-      "section `rsna_pneumonia`.", HINT]
-
-
-_RAISING_MODE = """
-    import sys
-    from otcxr_jax import errors, main
-    from otcxr_jax.modes import build_dataset
-
-    class WorkdirInUse(errors.UserError):  # a subclass main.py does not know of
-      pass
-
-    def run(config, workdir):
-      raise {exception}
-
-    build_dataset.run = run
-    sys.argv = ["otcxr_jax.main", "--config", "configs/build_rsna_pneumonia.py", *sys.argv[1:]]
-    main._run()
-"""
-
-
-@pytest.mark.parametrize("exception, status, traceback", [
-    ('WorkdirInUse("workdir /w is in use by process 12")', 2, False),
-    ('RuntimeError("a bug")', 1, True),
-])
-def test_any_user_error_from_a_mode_is_expected(tmp_path, exception, status, traceback):
-  code = textwrap.dedent(_RAISING_MODE).format(exception=exception)
-  result = subprocess.run([sys.executable, "-c", code, f"--workdir={tmp_path}"], cwd=REPO,
-                          env=ENV, capture_output=True, text=True, timeout=300)
-  assert result.returncode == status, result.stderr[-3000:]
-  assert ("Traceback" in result.stderr) == traceback
-  if not traceback:
-    assert result.stderr.strip().splitlines()[-2:] == [
-        "Error: workdir /w is in use by process 12", HINT]
-  verbose = subprocess.run([sys.executable, "-c", code, f"--workdir={tmp_path}", "--verbosity=1"],
-                           cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-  assert verbose.returncode == 1 and "Traceback" in verbose.stderr

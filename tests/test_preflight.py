@@ -6,7 +6,7 @@ import pytest
 
 from otcxr_jax import preflight
 
-RECORDED = (Path(__file__).parent / "data" / "preflight_v4-32.txt").read_text()
+RECORDED = (Path(__file__).parent / "fixtures" / "preflight_v4-32.txt").read_text()
 
 
 def test_recorded_output_of_four_workers_is_summarised():

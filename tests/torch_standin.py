@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safetensors import numpy as st_numpy
 
-RECORDED = json.loads((Path(__file__).parent / "data" /
+RECORDED = json.loads((Path(__file__).parent / "fixtures" /
                        "torchvision_resnet_state_dicts.json").read_text())["models"]
 
 

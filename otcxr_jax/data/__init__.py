@@ -1,1 +1,2 @@
-"""Data: phantoms, augmentations, grain pipelines, DICOM decoding."""
+"""Data: augmentations, grain pipelines, TFDS data sources (the datasets themselves, DICOM
+decoding and the synthetic phantom are ``tfds_builders``')."""

@@ -5,7 +5,7 @@ A checkpoint holds the whole train state (model, optimiser, step, PRNG key; see
 (BatchNorm running statistics) under ``model_state/``. Two ways to read it:
 
 * :func:`load_pretrained_encoder` (linear probe, kNN) rebuilds a *pretraining* run's whole state
-  skeleton exactly as pretraining does (``pretrain.build_model``, ``pretrain.make_optimizer``,
+  skeleton exactly as pretraining does (``factory.build_model``, ``optim.pretraining_optimizer``,
   ``state.create_train_state``), restores the latest step into it and keeps the encoder: the
   config must describe that pretraining run in full;
 * :func:`restore_module` reads only one module's variables (orbax partial restore) from a run of
@@ -32,9 +32,12 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib
-from otcxr_jax.modes import pretrain
+from otcxr_jax.models import factory
 from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training import optim
 from otcxr_jax.training import state as state_lib
+
+PRETRAIN_RUN_NAME = "pretrain"  # the loop's run name in mode pretrain: checkpoints/pretrain
 
 _PRETRAIN_HINT = ("Set config.model (and config.optim) to the pretraining run's values (see its "
                   "config.json).")
@@ -42,7 +45,7 @@ _PRETRAIN_HINT = ("Set config.model (and config.optim) to the pretraining run's 
 
 def default_checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
   """``<workdir>/checkpoints/pretrain``: where ``pretrain.run`` saves its checkpoints."""
-  return epath.Path(workdir) / "checkpoints" / pretrain.RUN_NAME
+  return epath.Path(workdir) / "checkpoints" / PRETRAIN_RUN_NAME
 
 
 def latest_checkpoint(checkpoint_dir: str | epath.PathLike, *, source: str
@@ -89,8 +92,8 @@ def load_pretrained_encoder(config: ml_collections.ConfigDict,
       checkpoint_dir, source="config probe.checkpoint_dir; run pretraining first")
   checkpointer = ckpt_lib.Checkpointer(directory, save_every=0)
   try:
-    model = pretrain.build_model(config, nnx.Rngs(config.seed))
-    tx, _ = pretrain.make_optimizer(config)
+    model = factory.build_model(config, nnx.Rngs(config.seed))
+    tx, _ = optim.pretraining_optimizer(config)
     rng = jax.random.key_data(jax.random.key(config.seed + 1))
     graphdef, state = state_lib.create_train_state(model, tx, rng)
     restored = checkpointer.restore(ckpt_lib.abstract_like(state), step=step,
@@ -110,7 +113,7 @@ def probe_encoder(config: ml_collections.ConfigDict,
   """
   init = config.probe.init
   if init == "random":
-    return pretrain.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": init}
+    return factory.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": init}
   if init != "pretrained":
     raise ValueError(f"config.probe.init={init!r}: expected one of {config_lib.PROBE_INITS}.")
   directory = config.probe.checkpoint_dir or default_checkpoint_dir(workdir)
@@ -215,5 +218,5 @@ def load_encoder(config: ml_collections.ConfigDict, checkpoint_dir: str | epath.
   are read, so the runs' heads and optimisers do not matter. Returns ``(encoder, step)``, the
   encoder in evaluation mode; raises as :func:`restore_module`.
   """
-  encoder = nnx.eval_shape(lambda: pretrain.build_encoder(config, nnx.Rngs(config.seed)))
+  encoder = nnx.eval_shape(lambda: factory.build_encoder(config, nnx.Rngs(config.seed)))
   return restore_module(encoder, checkpoint_dir, under="encoder", source=source)

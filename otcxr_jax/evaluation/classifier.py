@@ -44,7 +44,7 @@ from otcxr_jax import config_lib
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import checkpoints, features
 from otcxr_jax.models import LinearClassifier
-from otcxr_jax.modes import pretrain
+from otcxr_jax.models import factory
 from otcxr_jax.training import sharding
 
 RUN_NAME = "finetune"  # the fine-tuning run's name: checkpoints/finetune, checkpoints/finetune_best
@@ -82,7 +82,7 @@ def build_classifier(config: ml_collections.ConfigDict, num_classes: int,
   its weights start at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
   """
   if encoder is None:
-    encoder = pretrain.build_encoder(config, nnx.Rngs(config.seed))
+    encoder = factory.build_encoder(config, nnx.Rngs(config.seed))
   head = LinearClassifier(encoder.num_features, num_classes, standardize=True,
                           rngs=nnx.Rngs(config.seed + 1))
   return Classifier(encoder, head)

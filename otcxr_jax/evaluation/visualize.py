@@ -26,7 +26,7 @@ def pair_examples(model: OTCXRModel, images_uint8: np.ndarray, *, aug: augment.A
                   objective: otcxr_objective.OTCXRObjectiveConfig, seed: int = 0
                   ) -> PairExamples:
   """Two augmented views of each image, their transport plan and CV-SIM attention maps."""
-  from otcxr_jax.modes.pretrain import pretraining_loss  # the training loss, reused as is
+  from otcxr_jax.methods.otcxr import pretraining_loss  # the training loss, reused as is
   model.eval()
   images = jnp.asarray(images_uint8, jnp.float32) / 255.0
   _, aux, views, out = pretraining_loss(model, images, jax.random.key(seed), aug,

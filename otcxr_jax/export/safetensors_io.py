@@ -17,7 +17,7 @@ and its header metadata (strings) says how to rebuild the same model in JAX:
 * ``format``: ``'otcxr_jax.encoder/1'``;
 * ``architecture``: ``'torchvision.resnet'`` or ``'timm.vision_transformer'``;
 * ``model``: JSON of the run's ``config.model`` fields plus ``image_size`` and ``compute_dtype``
-  (what ``modes.pretrain.build_encoder`` reads);
+  (what ``models.factory.build_encoder`` reads);
 * ``class_names``: JSON list, when a classifier head is included.
 
 Files are read and written through ``etils.epath``, so ``gs://`` paths work.
@@ -35,8 +35,9 @@ from etils import epath
 from flax import nnx
 from safetensors import numpy as st_numpy
 
+from otcxr_jax import config_lib
 from otcxr_jax.export import state_dict as sd
-from otcxr_jax.models import LinearClassifier, ResNet
+from otcxr_jax.models import LinearClassifier, ResNet, factory
 
 FORMAT = "otcxr_jax.encoder/1"
 _ARCHITECTURES = {"resnet": "torchvision.resnet", "vit": "timm.vision_transformer"}
@@ -95,14 +96,12 @@ def read(path: str | epath.PathLike) -> tuple[dict[str, np.ndarray], dict[str, s
 
 def build_encoder(model: Mapping[str, Any]) -> nnx.Module:
   """An abstract (``nnx.eval_shape``) encoder of the stored ``model`` metadata."""
-  from otcxr_jax import config_lib
-  from otcxr_jax.modes import pretrain
   config = config_lib.base_config()
   fields = dict(model)
   config.data.image_size = fields.pop("image_size")
   config.train.compute_dtype = fields.pop("compute_dtype")
   config.model.update({k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-  return nnx.eval_shape(lambda: pretrain.build_encoder(config, nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: factory.build_encoder(config, nnx.Rngs(0)))
 
 
 def load(path: str | epath.PathLike, encoder: nnx.Module | None = None,

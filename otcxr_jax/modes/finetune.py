@@ -86,12 +86,12 @@ from otcxr_jax.data import augment, datasets, pipeline
 from otcxr_jax.evaluation import (checkpoints, classifier, linear_probe, metrics, plots,
                                   score_files, summary)
 from otcxr_jax.models import LinearClassifier
-from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
+from otcxr_jax.models import factory
 
 RUN_NAME = classifier.RUN_NAME
 LABEL_FRACTIONS = {"train_1pct": 0.01, "train_10pct": 0.1, "train": 1.0}
@@ -171,7 +171,7 @@ def initial_encoder(config: ml_collections.ConfigDict) -> tuple[nnx.Module, dict
   """The encoder ``config.finetune.init`` selects, and a description of where it comes from."""
   f = config.finetune
   if f.init == "random":
-    return pretrain.build_encoder(config, nnx.Rngs(config.seed)), {"init": "random"}
+    return factory.build_encoder(config, nnx.Rngs(config.seed)), {"init": "random"}
   encoder, step = checkpoints.load_encoder(config, f.checkpoint_dir,
                                            source="config finetune.checkpoint_dir")
   return encoder, {"init": "pretrained",

@@ -51,10 +51,11 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import models
+from otcxr_jax import config_lib, models
+from otcxr_jax.config_lib import require
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import checkpoints, classifier, localization, plots, summary
-from otcxr_jax.modes import pretrain
+from otcxr_jax.models import factory
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
@@ -99,6 +100,40 @@ class BoxedImages:
   boxes: list[np.ndarray]
   box_labels: list[np.ndarray]
   image_ids: list[str]
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """The ``localize`` fields, what each method needs, and the dataset's boxes."""
+  l = c.localize
+  methods = l.methods
+  require(isinstance(methods, (tuple, list)) and len(methods) > 0 and
+          len(set(methods)) == len(methods) and set(methods) <= set(localization.METHODS),
+          "localize.methods", methods,
+          f"a non-empty tuple of distinct methods of {localization.METHODS}")
+  require("cam" not in methods or bool(l.classifier_workdir), "localize.classifier_workdir",
+          l.classifier_workdir, "the workdir of a fine-tuning run (method 'cam')")
+  require(l.init in config_lib.PROBE_INITS, "localize.init", l.init, f"one of {config_lib.PROBE_INITS}")
+  require(isinstance(l.checkpoint_dir, str), "localize.checkpoint_dir", l.checkpoint_dir,
+          "a directory path ('' for <workdir>/checkpoints/pretrain)")
+  pretraining = [m for m in methods if m in PRETRAINING_METHODS]
+  require(not pretraining or c.method == "otcxr", "method", c.method,
+          f"'otcxr' for the pretraining-network maps {pretraining}")
+  require("attention" not in methods or c.model.cvsim, "model.cvsim", c.model.cvsim,
+          "True for method 'attention' (CV-SIM attention maps)")
+  require(l.threshold_mode in localization.THRESHOLD_MODES, "localize.threshold_mode",
+          l.threshold_mode, f"one of {localization.THRESHOLD_MODES}")
+  require(isinstance(l.threshold, (int, float)) and 0.0 < l.threshold <= 1.0,
+          "localize.threshold", l.threshold, "a number in (0, 1]")
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  require(is_int(l.batch_size) and l.batch_size >= 1, "localize.batch_size", l.batch_size,
+          "an int >= 1")
+  require(is_int(l.num_examples) and l.num_examples >= 0, "localize.num_examples",
+          l.num_examples, "an int >= 0")
+  require(is_int(l.num_references) and l.num_references >= 1, "localize.num_references",
+          l.num_references, "an int >= 1")
+  require(dataset_has_boxes(c), "data.name", c.data.name,
+          "a dataset with boxes ('boxes' and 'box_labels'), such as 'nih_chest_xray14' or "
+          "'synthetic_cxr'")
 
 
 def images_with_boxes(source) -> BoxedImages:
@@ -153,11 +188,11 @@ def pretraining_model(config: ml_collections.ConfigDict, workdir: str | epath.Pa
   """The pretraining network ``localize.init`` selects, in eval mode, and where it comes from."""
   l = config.localize
   if l.init == "random":
-    model = pretrain.build_model(config, nnx.Rngs(config.seed))
+    model = factory.build_model(config, nnx.Rngs(config.seed))
     model.eval()
     return model, {"init": "random"}
   directory = l.checkpoint_dir or checkpoints.default_checkpoint_dir(workdir)
-  abstract = nnx.eval_shape(lambda: pretrain.build_model(config, nnx.Rngs(config.seed)))
+  abstract = nnx.eval_shape(lambda: factory.build_model(config, nnx.Rngs(config.seed)))
   model, step = checkpoints.restore_module(
       abstract, directory, source="config localize.checkpoint_dir",
       hint="Set config.model to the pretraining run's values (see its config.json).")
@@ -181,8 +216,8 @@ def normal_references(config: ml_collections.ConfigDict, count: int) -> np.ndarr
 
 
 def _untransformed_location_cost(grid: tuple[int, int]) -> jax.Array:
-  """``(1, N, N)`` location prior of pretraining (``pretrain.view_location_cost``) between two
-  views that are both the whole, unrotated image."""
+  """``(1, N, N)`` location prior of pretraining (``methods.otcxr.view_location_cost``) between
+  two views that are both the whole, unrotated image."""
   whole = jnp.array([[0.0, 0.0, 1.0, 1.0]], jnp.float32)
   pos = augment.positions_in_source(whole, 0.0, grid).reshape(1, grid[0] * grid[1], 2)
   return otcxr_objective.location_cost(pos, pos, jnp.full((1,), 1.0 / max(grid), jnp.float32))

@@ -9,10 +9,19 @@ import ml_collections
 from etils import epath
 
 from otcxr_jax import report
+from otcxr_jax.config_lib import require
 from otcxr_jax.training import summaries
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "report"
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """``report.workdirs``: the evaluation runs to collect."""
+  workdirs = config.report.workdirs
+  require(isinstance(workdirs, (tuple, list)) and len(workdirs) > 0 and
+          all(isinstance(w, str) and w for w in workdirs), "report.workdirs", workdirs,
+          "a non-empty tuple of evaluation workdirs")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> epath.Path:

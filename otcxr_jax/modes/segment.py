@@ -35,10 +35,12 @@ import optax
 from etils import epath
 from flax import nnx
 
+from otcxr_jax import config_lib
+from otcxr_jax.config_lib import positive, require
 from otcxr_jax.data import augment, datasets, pipeline
 from otcxr_jax.evaluation import checkpoints, features, metrics, plots, summary
 from otcxr_jax.models import decoder as decoder_lib
-from otcxr_jax.modes import pretrain
+from otcxr_jax.models import factory
 from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib
@@ -79,8 +81,40 @@ def require_masks(config: ml_collections.ConfigDict) -> None:
 def decoder_strides(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The decoder levels' strides for the config's encoder, deepest first (one per entry of
   ``segment.decoder_channels``); from an abstract encoder (nothing allocated, no JAX backend)."""
-  encoder = nnx.eval_shape(lambda: pretrain.build_encoder(config, nnx.Rngs(0)))
+  encoder = nnx.eval_shape(lambda: factory.build_encoder(config, nnx.Rngs(0)))
   return decoder_lib.decoder_strides(encoder.stage_strides)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """The ``segment`` fields, the decoder's fit to the encoder, and the dataset's masks."""
+  s = c.segment
+  require(isinstance(s.split, str) and bool(s.split), "segment.split", s.split, "a split name")
+  positive(c, ["segment.batch_size", "segment.num_steps", "segment.encoder_learning_rate",
+               "segment.decoder_learning_rate", "segment.eval_every"])
+  for field in ("warmup_steps", "patience"):
+    require(isinstance(s[field], int) and not isinstance(s[field], bool) and s[field] >= 0,
+            f"segment.{field}", s[field], "an int >= 0")
+  for field in ("weight_decay", "dice_weight"):
+    require(s[field] >= 0, f"segment.{field}", s[field], ">= 0")
+  require(0.0 < s.threshold < 1.0, "segment.threshold", s.threshold, "a probability in (0, 1)")
+  require(s.eval_every <= s.num_steps, "segment.eval_every", s.eval_every,
+          f"at most segment.num_steps={s.num_steps} (the best state is chosen on validation)")
+  require(s.selection_metric in SELECTION_METRICS, "segment.selection_metric",
+          s.selection_metric, f"one of {SELECTION_METRICS}")
+  strides = decoder_strides(c)
+  channels = s.decoder_channels
+  require(isinstance(channels, (tuple, list)) and len(channels) == len(strides) and
+          all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in channels),
+          "segment.decoder_channels", channels,
+          f"{len(strides)} positive ints, one per decoder level (strides {strides}, deepest "
+          f"first) of model.encoder={c.model.encoder!r} with these model fields")
+  try:
+    augment_config(c)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"config.segment: {e}") from None
+  require(dataset_has_masks(c), "data.name", c.data.name,
+          "a dataset with segmentation masks (a 'mask' feature), such as "
+          "'siim_acr_pneumothorax' or 'synthetic_cxr'")
 
 
 def augment_config(config: ml_collections.ConfigDict) -> augment.AugmentConfig:
@@ -129,7 +163,7 @@ def eval_view(x: jax.Array, size: int) -> jax.Array:
 def build_model(config: ml_collections.ConfigDict,
                 encoder: nnx.Module) -> decoder_lib.SegmentationModel:
   return decoder_lib.build_segmentation_model(
-      encoder, tuple(config.segment.decoder_channels), dtype=pretrain.compute_dtype(config),
+      encoder, tuple(config.segment.decoder_channels), dtype=factory.compute_dtype(config),
       rngs=nnx.Rngs(config.seed + 2))
 
 

@@ -101,7 +101,7 @@ class OTCXRObjectiveConfig:
   cost: str = "cosine"
   lse_mode: bool | None = None
   grad_mode: str = "fixed"
-  center_tokens: bool = False
+  center_tokens: bool = True
   center_positions: bool = False
   location_weight: float = 0.0
   varcov_per_position: bool = False

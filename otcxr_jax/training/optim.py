@@ -54,6 +54,19 @@ def make_optimizer(name: str, *, schedule: optax.Schedule, weight_decay: float,
   return tx
 
 
+def pretraining_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """``(tx, schedule)`` of a pretraining run: ``config.optim`` at the peak learning rate of
+  ``config.train.batch_size``, over ``config.train.num_steps`` (also the skeleton an evaluation
+  restores a pretraining checkpoint into)."""
+  o = config.optim
+  schedule = make_schedule(
+      peak=peak_learning_rate(o.base_learning_rate, config.train.batch_size),
+      total_steps=config.train.num_steps, warmup_steps=o.warmup_steps)
+  tx = make_optimizer(o.name, schedule=schedule, weight_decay=o.weight_decay,
+                      momentum=o.momentum, b1=o.b1, b2=o.b2, grad_clip_norm=o.grad_clip_norm)
+  return tx, schedule
+
+
 def per_submodule(transforms: Mapping[str, optax.GradientTransformation]
                   ) -> optax.GradientTransformation:
   """Updates the parameters of each top-level submodule ``model.<name>`` with ``transforms[name]``.

@@ -12,7 +12,7 @@ Every example has the features below (``R`` the config's resolution, ``K = len(C
 those of the synthetic dataset included:
 
 - ``image``: ``(R, R, 1)`` uint8, stored as PNG (8 bits: TFDS decodes 16-bit PNGs only through
-  OpenCV, and 8 bits hold the displayed range; see ``otcxr_jax.data.dicom``);
+  OpenCV, and 8 bits hold the displayed range; see ``tfds_builders.cxr_base.dicom``);
 - ``labels``: ``(K,)`` float32 multi-hot in ``CLASS_NAMES`` order (no finding = all zeros);
 - ``boxes``: ``(n, 4)`` float32 ``(ymin, xmin, ymax, xmax)`` in [0, 1] relative to the image, and
   ``box_labels``: ``(n,)`` int64 indices into ``CLASS_NAMES`` (datasets with boxes);

@@ -1,6 +1,6 @@
 """Source images (DICOM, PNG, JPEG) to fixed-size 8-bit PNGs, and binary masks likewise.
 
-Images are decoded to floats in [0, 1] (DICOMs at 16 bits through ``otcxr_jax.data.dicom``, so no
+Images are decoded to floats in [0, 1] (DICOMs at 16 bits through ``cxr_base.dicom``, so no
 precision is lost before resizing), resized to ``resolution x resolution`` with Pillow's
 antialiased bicubic filter (the aspect ratio is not kept; boxes are stored normalised, and the
 original size is stored with each example), and quantised to 8 bits. Masks are resized by area
@@ -33,7 +33,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from otcxr_jax.data import dicom
+from tfds_builders.cxr_base import dicom
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")

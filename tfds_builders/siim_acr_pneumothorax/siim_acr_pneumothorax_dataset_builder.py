@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from otcxr_jax.data import dicom
+from tfds_builders.cxr_base import dicom
 from tfds_builders import cxr_base
 from tfds_builders.cxr_base import images, report
 

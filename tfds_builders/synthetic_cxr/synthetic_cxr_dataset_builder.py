@@ -1,6 +1,6 @@
 """synthetic_cxr: frontal chest radiograph phantoms with findings, boxes and pneumothorax masks.
 
-Generated, not downloaded (``otcxr_jax.data.phantom``): a seeded cohort of patients with 1-4
+Generated, not downloaded (``synthetic_cxr.phantom``): a seeded cohort of patients with 1-4
 images each, eight NIH-style findings (``CLASS_NAMES``), boxes for the focal ones and a mask for
 pneumothorax. Examples have the features of the real chest X-ray builders
 (``tfds_builders.cxr_base``):
@@ -31,8 +31,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import example_serializer
 
-from otcxr_jax.data import phantom
 from tfds_builders.cxr_base import report, splits
+
+# Relative: TFDS's build command imports this package by its name (see __init__.py).
+from . import phantom
 
 CLASS_NAMES = phantom.CLASS_NAMES
 RESOLUTIONS = (64, 128, 224, 256)

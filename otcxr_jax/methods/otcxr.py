@@ -1,0 +1,54 @@
+"""OTCXR's pretraining loss: two augmented views of each image through the network
+(``models.OTCXRModel``: encoder -> dense projector -> CV-SIM), then ``objectives/otcxr.otcxr_loss``
+on the two views' dense tokens, with the crop geometry's location prior or location-matched MSE
+where ``config.objective`` asks for them. The network is built by ``models/factory.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from otcxr_jax import config_lib
+from otcxr_jax import models
+from otcxr_jax.data import augment
+from otcxr_jax.methods import views as views_lib
+from otcxr_jax.objectives import otcxr as otcxr_objective
+
+
+def view_location_cost(views: augment.Views, grid: tuple[int, int]) -> jax.Array:
+  """(B, N, N) squared source-image distances between the two views' cells (in cell sizes)."""
+  side = lambda box: jnp.sqrt((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+  cell = 0.5 * (side(views.box_s) + side(views.box_t)) / max(grid)
+  return otcxr_objective.location_cost(*views_lib.view_positions(views, grid), cell)
+
+
+def pretraining_loss(model: models.OTCXRModel, images: jax.Array, rng: jax.Array,
+                     aug: augment.AugmentConfig, objective: dict, *,
+                     return_attention: bool = False):
+  """Augments ``images`` (float in [0, 1]) into two views and returns ``(loss, aux, views, out)``."""
+  views = augment.two_views(rng, images, aug)
+  out = model(views.view_s, views.view_t, return_attention=return_attention)
+  location_mse = objective["alignment"] == "location_mse"
+  location = (view_location_cost(views, out.grid)
+              if objective["location_weight"] and not location_mse else None)
+  positions = views_lib.view_positions(views, out.grid) if location_mse else None
+  loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, location=location,
+                                         positions=positions, **objective)
+  return loss, aux, views, out
+
+
+def make_loss_fn(config: ml_collections.ConfigDict):
+  """``loss_fn(model, batch, rng)``: augment on device, encode both views, OTCXR's loss."""
+  aug = config_lib.augment_config(config)
+  objective = dataclasses.asdict(config_lib.objective_config(config))
+
+  def loss_fn(model: models.OTCXRModel, batch, rng):
+    images = batch["image"].astype(jnp.float32) / 255.0
+    loss, aux, _, _ = pretraining_loss(model, images, rng, aug, objective)
+    return loss, {k: v for k, v in aux.items() if k != otcxr_objective.PLAN_KEY}
+
+  return loss_fn

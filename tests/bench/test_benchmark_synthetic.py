@@ -1,0 +1,199 @@
+"""The synthetic benchmark end to end at tiny scale: report.md against the files it read."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks import benchmark_synthetic, synthetic_report
+from configs import benchmark_synthetic as benchmark_config
+
+RUNS = ("otcxr", "vicreg", "otcxr_location_mse")
+ROWS = RUNS + ("random_init",)
+TIMED = ("otcxr", "vicreg")
+COLUMNS = {"linear probe AUC": "linear_probe", "kNN AUC": "knn"}
+KNN_ROWS = ("otcxr", "random_init")  # benchmark.evaluation_rows: kNN of these rows only
+
+
+def _config(data_dir):
+  c = benchmark_config.get_config("tiny")
+  c.data.data_dir = str(data_dir)
+  c.benchmark.runs = RUNS
+  c.benchmark.references = ("random_init",)
+  c.benchmark.evaluations = ("linear_probe", "knn")
+  c.benchmark.evaluation_rows = {"knn": KNN_ROWS, "segment": ("vicreg",)}  # segment: not run
+  c.benchmark.timed_runs = TIMED
+  c.lock()
+  return c
+
+
+def _table(markdown: str, heading: str = "") -> tuple[list[str], dict[str, list[str]]]:
+  """Header and ``{first cell: other cells}`` of the first table after ``heading``."""
+  lines = (markdown.split(heading, 1)[1] if heading else markdown).splitlines()
+  start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+  rows = []
+  for line in lines[start:]:
+    if not line.startswith("|"):
+      break
+    rows.append([cell.strip() for cell in line.strip("|").split("|")])
+  header, body = rows[0], rows[2:]
+  return header, {cells[0]: cells[1:] for cells in body}
+
+
+def test_supervised_reference_gets_its_own_fields(tmp_path):
+  config = _config(tmp_path)
+  supervised = benchmark_synthetic.reference_config(config, "supervised")
+  assert supervised.finetune.encoder_learning_rate == 1e-3
+  assert config.finetune.encoder_learning_rate == 1e-5  # the shared config is left alone
+  assert benchmark_synthetic.reference_config(config, "random_init").finetune.to_dict() == (
+      config.finetune.to_dict())
+  with config.unlocked():
+    config.benchmark.supervised_fields = {"finetune": {"encoder_lr": 1e-3}}
+    config.benchmark.references = ("supervised",)
+  with pytest.raises(ValueError, match=r"supervised_fields\.finetune\.encoder_lr"):
+    benchmark_synthetic.check(config)
+
+
+def test_bad_benchmark_fields_are_refused(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.runs = ("otcxr", "mocov3")
+  with pytest.raises(ValueError, match=r"config\.benchmark\.runs names \['mocov3'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark_runs.otcxr_no_cvsim.model.cvsmi = False
+    config.benchmark.runs = ("otcxr_no_cvsim",)
+    config.benchmark.timed_runs = None  # every run
+  with pytest.raises(ValueError, match=r"benchmark_runs\.otcxr_no_cvsim\.model\.cvsmi"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 0
+  with pytest.raises(ValueError, match=r"config\.benchmark\.seeds=0"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.timed_runs = ("byol",)
+  with pytest.raises(ValueError, match=r"config\.benchmark\.timed_runs names \['byol'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"knn": ("otcxr", "vicregg")}
+  with pytest.raises(ValueError, match=r"evaluation_rows\.knn names \['vicregg'\]"):
+    benchmark_synthetic.check(config)
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"probe": ("otcxr",)}
+  with pytest.raises(ValueError, match=r"evaluation_rows\.probe: no such evaluation"):
+    benchmark_synthetic.check(config)
+
+
+def test_tiny_flag_selects_the_tiny_config():
+  argv = benchmark_synthetic.config_argv(["prog", "--tiny", "--workdir=w"])
+  assert argv == ["prog", f"--config={benchmark_synthetic.DEFAULT_CONFIG}:tiny", "--workdir=w"]
+  assert benchmark_synthetic.config_argv(["prog"])[1].endswith("benchmark_synthetic.py")
+  with pytest.raises(ValueError, match="either --tiny or --config"):
+    benchmark_synthetic.config_argv(["prog", "--tiny", "--config=configs/demo.py"])
+
+
+def test_cells_show_mean_and_sample_std():
+  # Three seeds 0.5, 0.6, 0.7: mean 0.6, sample std 0.1; one undefined of three seeds.
+  table = synthetic_report.Table(rows=["a", "b"], columns=["m"],
+                                 values={"a": {"m": [0.5, 0.6, 0.7]},
+                                         "b": {"m": [0.9, math.nan, 0.7]}}, sources=[])
+  assert synthetic_report.format_cell(*table.stats("a", "m"), seeds=3) == "0.600 ± 0.100"
+  assert synthetic_report.format_cell(*table.stats("b", "m"), seeds=3) == "0.800 ± 0.141 (n=2)"
+  _, rows = _table(synthetic_report.markdown_results(table, seeds=3))
+  assert rows == {"a": ["0.600 ± 0.100"], "b": ["**0.800 ± 0.141 (n=2)**"]}
+
+
+def test_localisation_reads_the_rows_classifier_and_needs_it_first(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.evaluations = ("linear_probe", "finetune_10pct", "localize")
+    config.benchmark.evaluation_rows = {"finetune_10pct": ("otcxr", "vicreg"),
+                                        "localize": ("otcxr", "vicreg")}
+  benchmark_synthetic.check(config)
+  row_dir = tmp_path / "runs" / "otcxr" / "seed0"
+  otcxr = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "otcxr", 0), "localize", "/ck/otcxr", row_dir)
+  assert otcxr.localize.classifier_workdir == str(row_dir / "finetune_10pct")
+  assert otcxr.localize.methods == ("cam", "attention", "transport")
+  assert (otcxr.localize.init, otcxr.localize.checkpoint_dir) == ("pretrained", "/ck/otcxr")
+  vicreg = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "vicreg", 0), "localize", "/ck/vicreg", row_dir)
+  assert vicreg.localize.methods == ("cam",)  # no CV-SIM or transport plan to map
+  no_cvsim = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.run_config(config, "otcxr_no_cvsim", 0), "localize", None, row_dir)
+  assert no_cvsim.localize.methods == ("cam", "transport") and no_cvsim.localize.init == "random"
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {"finetune_10pct": ("otcxr",),
+                                        "localize": ("otcxr", "vicreg")}
+  with pytest.raises(ValueError, match=r"'localize' of row 'vicreg' reads the workdir of "
+                                       r"'finetune_10pct'"):
+    benchmark_synthetic.check(config)
+  with config.unlocked():
+    config.benchmark.evaluation_rows = {}
+    config.benchmark.evaluations = ("localize", "finetune_10pct")
+  with pytest.raises(ValueError, match=r"expected 'finetune_10pct' before it"):
+    benchmark_synthetic.check(config)
+
+
+def test_per_class_tables_sit_beside_the_headline(tmp_path):
+  """Hand-written metrics.json files of two seeds: each AUC evaluation gets a table of its mean
+  AUC and each class, mean ± sample std over the seeds, on the rows it runs on only."""
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 2
+    config.benchmark.timed_runs = ()
+  classes = ("atelectasis", "edema")
+  values = {  # (row, evaluation): per seed, (mean AUC, atelectasis, edema)
+      ("otcxr", "linear_probe"): [(0.6, 0.5, 0.7), (0.7, 0.6, 0.8)],
+      ("vicreg", "linear_probe"): [(0.65, 0.7, 0.6), (0.65, 0.7, 0.6)],
+      ("otcxr_location_mse", "linear_probe"): [(0.5, 0.5, None), (0.6, 0.6, 0.6)],
+      ("random_init", "linear_probe"): [(0.55, 0.55, 0.55)],  # seed 1 missing
+      ("otcxr", "knn"): [(0.52, 0.54, 0.5), (0.54, 0.5, 0.54)],
+      ("random_init", "knn"): [(0.51, 0.52, 0.5), (0.53, 0.56, 0.5)],
+  }
+  for (row, evaluation), seeds in values.items():
+    for seed, (mean, *per_class) in enumerate(seeds):
+      path = synthetic_report.metrics_path(tmp_path, row, seed, evaluation)
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps({"test": {"mean_auc": mean,
+                                           "per_class_auc": dict(zip(classes, per_class))}}))
+  text = synthetic_report.write_report(config, tmp_path).read_text()
+  assert text.index("## Results") < text.index("## Per-class AUC") < text.index("## Runtime")
+  header, rows = _table(text, "### linear probe AUC")
+  assert header == ["run", "linear probe AUC", *classes]
+  assert rows == {
+      "otcxr": ["0.650 ± 0.071", "0.550 ± 0.071", "**0.750 ± 0.071**"],
+      "vicreg": ["**0.650 ± 0.000**", "**0.700 ± 0.000**", "0.600 ± 0.000"],
+      "otcxr_location_mse": ["0.550 ± 0.071", "0.550 ± 0.071", "0.600 (n=1)"],
+      "random_init": ["0.550 (n=1)", "0.550 (n=1)", "0.550 (n=1)"],
+  }
+  header, rows = _table(text, "### kNN AUC")
+  assert header == ["run", "kNN AUC", *classes]
+  assert rows == {"otcxr": ["**0.530 ± 0.014**", "0.520 ± 0.028", "**0.520 ± 0.028**"],
+                  "random_init": ["0.520 ± 0.014", "**0.540 ± 0.028**", "0.500 ± 0.000"]}
+  # The headline column is the results table's.
+  _, results = _table(text, "## Results")
+  assert results["otcxr"][0] == "0.650 ± 0.071"
+  assert synthetic_report.collect_per_class(config, tmp_path, "segment") is None
+
+
+def test_default_scale_is_128_with_an_8x8_dense_map():
+  """The default runs where docs/finding_contrast puts it: 128x128, an 8x8 map (small stem of
+  stride 2, last stage at 16), VICRegL's 20 + 4 of 49 cells scaled to 64, and the cohort whose
+  test split fits the ±0.015 interval; tiny keeps its 2x2 map."""
+  from otcxr_jax import config_lib
+  from otcxr_jax.models import factory
+  c = benchmark_config.get_config()
+  assert (c.data.config, c.data.image_size) == ("128", 128)
+  assert factory.dense_grid(c) == (8, 8)
+  assert tuple(c.vicregl.num_matches) == (round(20 / 49 * 64), round(4 / 49 * 64)) == (26, 5)
+  assert c.data.synthetic_patients == benchmark_config.SYNTHETIC_PATIENTS == 10000
+  c.method = "vicregl"
+  config_lib.validate(c)
+  tiny = benchmark_config.get_config("tiny")
+  assert factory.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16
