@@ -75,10 +75,13 @@ def _main() -> None:
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  from otcxr_jax.training import checkpoint as ckpt_lib
   try:
+    config = modes.resolve(config, workdir)  # an evaluation's network: the run it reads
     modes.validate(config)
     config_lib.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
-  except config_lib.ConfigError as e:
+  except (config_lib.ConfigError, ckpt_lib.NetworkConflictError) as e:
     print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
     sys.exit(2)
   from otcxr_jax.training import distributed
@@ -87,7 +90,6 @@ def _main() -> None:
   except ValueError as e:
     print(f"Cannot start the multi-process run: {e}", file=sys.stderr)
     sys.exit(2)
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
   module = modes.module(config.mode)
   from otcxr_jax.training import loop

@@ -11,10 +11,10 @@
      run selected (``localize.classifier_workdir``, read with ``classifier.load_classifier``):
      for its linear head on average-pooled ResNet features, Grad-CAM before its ReLU (why CAM is
      scored: ``evaluation/localization.py``);
-   * ``'attention'`` and ``'transport'``: maps of the pretraining network (``config.model`` and
-     ``config.objective`` describe it; ``localize.init='pretrained'`` reads the latest checkpoint
-     of ``localize.checkpoint_dir``, default ``<workdir>/checkpoints/pretrain``, and ``'random'``
-     is its initialisation), all views unaugmented. ``'attention'``: with *identity views* (the
+   * ``'attention'`` and ``'transport'``: maps of the pretraining network of the run
+     ``localize.checkpoint_dir`` names (``modes/network.py``: its ``config.json`` gives
+     ``model`` and ``objective``; ``localize.init='pretrained'`` reads its latest checkpoint,
+     ``'random'`` is its initialisation), all views unaugmented. ``'attention'``: with *identity views* (the
      image as view s and as view t), the CV-SIM attention each position receives
      (``localization.attention_received``). ``'transport'``: view s the image, view t each of
      ``localize.num_references`` *normal references* (the first images of ``data.train_split``
@@ -54,8 +54,8 @@ from flax import nnx
 from otcxr_jax import config_lib, models
 from otcxr_jax.config_lib import require
 from otcxr_jax.data import augment, datasets
-from otcxr_jax.evaluation import checkpoints, classifier, localization, plots, summary
-from otcxr_jax.models import factory
+from otcxr_jax.evaluation import classifier, localization, plots, summary
+from otcxr_jax.modes import network
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
@@ -181,23 +181,6 @@ def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.nda
     return localization.class_activation_maps(dense, model.head.affine()[0])
 
   return lambda images: np.asarray(fn(state, images))
-
-
-def pretraining_model(config: ml_collections.ConfigDict, workdir: str | epath.PathLike
-                      ) -> tuple[models.OTCXRModel, dict[str, Any]]:
-  """The pretraining network ``localize.init`` selects, in eval mode, and where it comes from."""
-  l = config.localize
-  if l.init == "random":
-    model = factory.build_model(config, nnx.Rngs(config.seed))
-    model.eval()
-    return model, {"init": "random"}
-  directory = l.checkpoint_dir or checkpoints.default_checkpoint_dir(workdir)
-  abstract = nnx.eval_shape(lambda: factory.build_model(config, nnx.Rngs(config.seed)))
-  model, step = checkpoints.restore_module(
-      abstract, directory, source="config localize.checkpoint_dir",
-      hint="Set config.model to the pretraining run's values (see its config.json).")
-  return model, {"init": "pretrained", "checkpoint_dir": str(ckpt_lib.absolute(directory)),
-                 "checkpoint_step": step}
 
 
 def normal_references(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
@@ -371,7 +354,7 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
   methods = tuple(l.methods)
   sources = []
   if "cam" in methods:
-    trained_on = classifier.load_config(l.classifier_workdir).data.name
+    trained_on = workdir_lib.load_config(l.classifier_workdir).data.name
     if trained_on != config.data.name:
       raise ValueError(f"config.localize.classifier_workdir={l.classifier_workdir!r} holds a "
                        f"classifier of {trained_on!r}, not of config.data.name="
@@ -383,7 +366,7 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
         "init": loaded.config.finetune.init, "split": loaded.config.finetune.split}))
   wanted = tuple(m for m in methods if m in PRETRAINING_METHODS)
   if wanted:
-    model, origin = pretraining_model(config, workdir)
+    model, origin = network.pretraining_model(config, workdir)
     references = None
     if "transport" in wanted:
       references = normal_references(config, l.num_references)
@@ -392,8 +375,13 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
   return sources
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)
   l = config.localize

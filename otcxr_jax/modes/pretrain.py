@@ -4,7 +4,7 @@ one of the baselines ``config.method`` names (each method's loss and target sche
 
 The network comes from ``models/factory.build_model``, the one place a pretraining network is
 built from a config: the train loop and every evaluation that restores a pretraining checkpoint
-(``evaluation/checkpoints.py``) call it, so a checkpoint of any method is read back into the same
+(``training/checkpoint.restore_network``) call it, so a checkpoint of any method is read back into the same
 structure.
 """
 
@@ -18,13 +18,13 @@ from flax import nnx
 from otcxr_jax import methods, models
 from otcxr_jax.data import datasets
 from otcxr_jax.data import pipeline
-from otcxr_jax.evaluation import checkpoints
 from otcxr_jax.models import factory
+from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
-RUN_NAME = checkpoints.PRETRAIN_RUN_NAME
+RUN_NAME = ckpt_lib.PRETRAIN_RUN_NAME
 
 
 def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:

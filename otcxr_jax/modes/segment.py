@@ -1,7 +1,8 @@
 """Segmentation transfer (the paper's SIIM-ACR pneumothorax Dice): encoder + U-Net decoder.
 
-1. the encoder ``config.probe.init`` selects (:func:`checkpoints.probe_encoder`: the latest
-   pretraining checkpoint of ``config.probe.checkpoint_dir``, or pretraining's random init) and a
+1. the encoder ``config.probe.init`` selects (:func:`network.encoder`: that of the latest
+   checkpoint of the run ``config.probe.checkpoint_dir`` names, or the same network at its
+   initialisation) and a
    :class:`~otcxr_jax.models.decoder.UNetDecoder` over its multi-scale maps;
 2. training of the whole network on ``config.segment.split`` through the shared train loop, with
    the loss ``BCE + dice_weight · soft Dice`` (``objectives/segmentation.py``), AdamW with separate
@@ -38,9 +39,10 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax.config_lib import positive, require
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import checkpoints, features, metrics, plots, summary
+from otcxr_jax.evaluation import features, metrics, plots, summary
 from otcxr_jax.models import decoder as decoder_lib
 from otcxr_jax.models import factory
+from otcxr_jax.modes import network
 from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib
@@ -323,15 +325,20 @@ def _train(config, workdir: epath.Path, model, hook: selection.BestStateHook, me
   return graphdef, best, steps
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)
   s = config.segment
   require_masks(config)
   mesh = shard_lib.make_mesh()
   shard_lib.check_batch_size(s.batch_size, mesh, field="segment.batch_size")
-  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  encoder, origin = network.encoder(config, workdir)
   model = build_model(config, encoder)
   name = f"{RUN_NAME}_{origin['init']}"
   print0(f"[{name}] encoder {config.model.encoder}: " +

@@ -55,7 +55,7 @@ from etils import epath
 from otcxr_jax import config_lib, errors
 from otcxr_jax.training import checkpoint as ckpt_lib
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = ckpt_lib.CONFIG_FILE
 HISTORY_FILE = "config_history.jsonl"
 LOCK_FILE = "run.lock"
 METRICS_FILE = "metrics.json"
@@ -312,6 +312,21 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | epath.PathLike
     record[OVERRIDE_FIELD] = False  # a permission of one invocation, not part of the run
   _write_atomic(check.path, json.dumps(record, indent=2))
   return check.path
+
+
+def load_config(workdir: str | epath.PathLike) -> ml_collections.ConfigDict:
+  """The config a run saved in ``<workdir>/config.json``, on top of today's defaults (locked).
+
+  Raises:
+    FileNotFoundError: the workdir has no ``config.json``.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not the workdir of a run.")
+  config = config_lib.base_config()
+  config.update(_read_json(path, "the config the run was started with"))
+  config.lock()
+  return config
 
 
 def _append_history(workdir: epath.Path, mode: str, check: ConfigCheck) -> None:
