@@ -47,8 +47,17 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def default_workdir(config_path: str) -> str:
+  """``workdirs/<config name>``, the config file's argument's values appended:
+  ``configs/finetune.py:dataset=nih,fraction=1pct`` -> ``workdirs/finetune_nih_1pct`` (a bare
+  ``key`` item appends the key: ``...:dataset=synthetic,supervised`` ->
+  ``workdirs/finetune_synthetic_supervised``)."""
   from etils import epath
-  return str(epath.Path("workdirs") / epath.Path(config_path.split(":")[0]).stem)
+  path, _, arg = config_path.partition(":")
+  parts = [epath.Path(path).stem]
+  for item in filter(None, (i.strip() for i in arg.split(","))):
+    key, sep, value = item.partition("=")
+    parts.append(value.strip() if sep else key)
+  return str(epath.Path("workdirs") / "_".join(parts))
 
 
 def main(argv) -> None:

@@ -6,7 +6,7 @@ use (prediction, heatmaps)::
     from otcxr_jax.data import datasets
     from otcxr_jax.evaluation import classifier
 
-    config, encoder, head = classifier.load_classifier("workdirs/finetune_synthetic_10pct")
+    config, encoder, head = classifier.load_classifier("workdirs/finetune_synthetic")
     source = datasets.split_source(config, config.data.test_split)
     scores, labels = classifier.predict(classifier.Classifier(encoder, head), source,
                                         image_size=config.data.image_size, batch_size=64)

@@ -4,8 +4,8 @@ one of the baselines ``config.method`` names (each method's loss and target sche
 
 The network comes from ``models/factory.build_model``, the one place a pretraining network is
 built from a config: the train loop and every evaluation that restores a pretraining checkpoint
-(``training/checkpoint.restore_network``) call it, so a checkpoint of any method is read back into the same
-structure.
+(``training/checkpoint.restore_network``, from the run's ``config.json``) call it, so a
+checkpoint of any method is read back into the same structure.
 """
 
 from __future__ import annotations
