@@ -17,7 +17,7 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
 * ``localize``: heatmaps (classifier CAM, CV-SIM attention, transport-cost maps)
   scored against the dataset's boxes (pointing game, IoU);
 * ``report``: collect the ``metrics.json`` of evaluation workdirs (``config.report.workdirs``)
-  into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.report``);
+  into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.reporting``);
 * ``build_dataset``: build a TFDS dataset (real ones from ``config.data.manual_dir``).
 
 An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint. On

@@ -298,11 +298,11 @@ def predict(checkpoint: str | epath.PathLike, files: Sequence[str | pathlib.Path
 
 def format_table(result: dict[str, Any]) -> str:
   """Rows: classes; columns: files (names), probabilities to 3 decimals."""
-  from otcxr_jax.evaluation import report
+  from otcxr_jax.reporting import summary
   files = [pathlib.Path(p["file"]).name for p in result["predictions"]]
   rows = [[c] + [f"{p['probabilities'][c]:.3f}" for p in result["predictions"]]
           for c in result["classes"]]
-  return report.markdown_table(["class"] + files, rows)
+  return summary.markdown_table(["class"] + files, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

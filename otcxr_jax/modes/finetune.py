@@ -84,14 +84,14 @@ from flax import nnx
 
 from otcxr_jax import config_lib, models
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import (classifier, linear_probe, metrics, plots, score_files,
-                                  summary)
+from otcxr_jax.evaluation import classifier, linear_probe, metrics, score_files
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 from otcxr_jax.modes import network
+from otcxr_jax.reporting import plots, summary
 
 RUN_NAME = classifier.RUN_NAME
 LABEL_FRACTIONS = {"train_1pct": 0.01, "train_10pct": 0.1, "train": 1.0}

@@ -16,8 +16,9 @@ import ml_collections
 from etils import epath
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import knn, summary
+from otcxr_jax.evaluation import knn
 from otcxr_jax.modes import linear_probe, network
+from otcxr_jax.reporting import summary
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 

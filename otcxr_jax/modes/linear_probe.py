@@ -21,8 +21,9 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import features, linear_probe, score_files, summary
+from otcxr_jax.evaluation import features, linear_probe, score_files
 from otcxr_jax.modes import network
+from otcxr_jax.reporting import summary
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 

@@ -54,7 +54,8 @@ from flax import nnx
 from otcxr_jax import config_lib, models
 from otcxr_jax.config_lib import require
 from otcxr_jax.data import augment, datasets
-from otcxr_jax.evaluation import classifier, localization, plots, summary
+from otcxr_jax.evaluation import classifier, localization
+from otcxr_jax.reporting import plots, summary
 from otcxr_jax.modes import network
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
@@ -433,11 +434,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
   """Markdown table of a ``metrics.json`` of this mode: one row per method."""
-  from otcxr_jax.evaluation import report
   rows = [[m, f"{r['pointing_game']:.3f}", f"{r['iou']:.3f}", f"{r['chance']:.3f}",
            f"{r['pointing_game_all']:.3f}", f"{r['iou_all']:.3f}"]
           for m, r in result["methods"].items()]
   mode = "fraction of max" if result["threshold_mode"] == "fraction_of_max" else "top fraction"
-  return report.markdown_table(
+  return summary.markdown_table(
       ["method", "pointing game", f"IoU ({mode} {result['threshold']:g})", "chance",
        "pointing game (all instances)", "IoU (all instances)"], rows)

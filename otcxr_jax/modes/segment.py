@@ -39,10 +39,11 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax.config_lib import positive, require
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import features, metrics, plots, summary
+from otcxr_jax.evaluation import features, metrics
 from otcxr_jax.models import decoder as decoder_lib
 from otcxr_jax.models import factory
 from otcxr_jax.modes import network
+from otcxr_jax.reporting import plots, summary
 from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otcxr_jax import config_lib, modes, report
-from otcxr_jax.evaluation import localization, score_files, summary
+from otcxr_jax import config_lib, modes
+from otcxr_jax.evaluation import localization, score_files
+from otcxr_jax.reporting import runs as report
+from otcxr_jax.reporting import summary
 
 CLASSES = ("atelectasis", "effusion", "nodule")
 
