@@ -5,7 +5,7 @@
    ``BBox_List_2017.csv``), each (image, boxed class) pair one finding instance.
 2. *Heatmaps*, the methods of ``localize.methods`` (definitions in
    ``evaluation/localization.py``), on the whole image resized to the model's input size
-   (``augment.center_view``, as every evaluation does):
+   (``augment.whole_image_view``, as every evaluation does):
 
    * ``'cam'``: the class activation map of the instance's class for the classifier a fine-tuning
      run selected (``localize.classifier_workdir``, read with ``classifier.load_classifier``):
@@ -40,7 +40,6 @@ process computes them and process 0 writes.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from typing import Any, Callable
 
@@ -73,17 +72,9 @@ HeatmapFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def dataset_has_boxes(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.data``'s dataset stores ``boxes`` and ``box_labels`` (read from its
-  builder's info; nothing is built or read)."""
-  import tensorflow_datasets as tfds
-  name = config.data.name
-  importlib.import_module(f"tfds_builders.{name}")  # registers the builder
-  cls = tfds.builder_cls(name)
-  builder_config = datasets.builder_config(config)
-  if isinstance(builder_config, str) and hasattr(cls, "config_for"):
-    builder_config = cls.config_for(builder_config)
-  builder = cls(config=builder_config, data_dir=str(epath.Path(config.data.data_dir).expanduser()))
-  return {"boxes", "box_labels"} <= set(builder.info.features)
+  """Whether ``config.data``'s dataset stores ``boxes`` and ``box_labels`` (its builder's info;
+  nothing is built or read)."""
+  return {"boxes", "box_labels"} <= datasets.features(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,12 +144,6 @@ def images_with_boxes(source) -> BoxedImages:
                      image_ids=[np.asarray(r["image_id"]).astype(str).item() for r in kept])
 
 
-def eval_view(images: jax.Array, size: int) -> jax.Array:
-  """uint8 ``(B, H, W, C)`` images as evaluation views them: whole, resized to ``size``, in
-  [0, 1] (``classifier.Scorer`` does the same)."""
-  return augment.center_view(images.astype(jnp.float32) / 255.0, size)
-
-
 def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.ndarray]:
   """``images uint8 (B, H, W, C) -> (B, h, w, K)`` class activation maps of every class, jitted.
 
@@ -178,7 +163,7 @@ def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.nda
   @jax.jit
   def fn(state, images):
     model = nnx.merge(graphdef, state, copy=True)
-    dense = model.encoder(eval_view(images, size)).dense
+    dense = model.encoder(augment.whole_image_view(images, size)).dense
     return localization.class_activation_maps(dense, model.head.affine()[0])
 
   return lambda images: np.asarray(fn(state, images))
@@ -237,14 +222,14 @@ def pretraining_heatmap_fn(config: ml_collections.ConfigDict, model: models.OTCX
   @jax.jit
   def fn(state, images, references):
     net = nnx.merge(graphdef, state, copy=True)
-    x = eval_view(images, size)
+    x = augment.whole_image_view(images, size)
     maps = {}
     if "attention" in methods:
       out = net(x, x, return_attention=True)
       maps["attention"] = localization.attention_received(out.attention_s, out.grid)[..., None]
     if "transport" in methods:
       per_reference = jax.lax.map(lambda r: transport_cost(net, x, r),
-                                  eval_view(references, size))
+                                  augment.whole_image_view(references, size))
       maps["transport"] = jnp.mean(per_reference, axis=0)[..., None]
     return maps
 
@@ -314,38 +299,18 @@ def plot_examples(data: BoxedImages, instances: list[localization.Instance],
                   class_names: tuple[str, ...], path: epath.Path, *, size: int) -> str:
   """One row per chosen instance: the image with the class's boxes, then each method's heatmap
   overlaid (its maximum marked, pointing-game outcome and IoU in the title)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from matplotlib import patches
-  columns = 1 + len(results)
-  fig, axes = plt.subplots(len(chosen), columns, figsize=(2.4 * columns, 2.5 * len(chosen)),
-                           squeeze=False)
-  for row, i in enumerate(chosen):
+  rows = []
+  for i in chosen:
     u = instances[i]
-    image = np.asarray(eval_view(data.images[u.image][None], size))[0, ..., 0]
-    boxes = data.boxes[u.image][data.box_labels[u.image] == u.label]
-    panels = [(None, f"{class_names[u.label]}\n{data.image_ids[u.image]}")]
+    image = np.asarray(augment.whole_image_view(data.images[u.image][None], size))[0, ..., 0]
+    boxes = plots.box_outlines(data.boxes[u.image][data.box_labels[u.image] == u.label], size)
+    row = [(image, f"{class_names[u.label]}\n{data.image_ids[u.image]}", boxes)]
     for method, r in results.items():
       verdict = "hit" if r.scores.hits[i] else "miss"
-      panels.append((r.shown[i], f"{method}: {verdict}, IoU {r.scores.ious[i]:.2f}"))
-    for col, (heat, title) in enumerate(panels):
-      ax = axes[row, col]
-      ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-      if heat is not None:
-        span = np.ptp(heat)
-        ax.imshow((heat - heat.min()) / span if span > 0 else np.zeros_like(heat), cmap="jet",
-                  alpha=0.45, vmin=0, vmax=1)
-        if span > 0:
-          y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-          ax.plot(x, y, "w+", ms=10, mew=2)
-      for y0, x0, y1, x1 in boxes * size:
-        ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                       edgecolor="lime", lw=1.5))
-      ax.set_title(title, fontsize=7)
-      ax.set_axis_off()
-  fig.tight_layout()
-  return plots.save_figure(fig, path)
+      row.append((image, f"{method}: {verdict}, IoU {r.scores.ious[i]:.2f}",
+                  plots.both(plots.heatmap_overlay(r.shown[i]), boxes)))
+    rows.append(row)
+  return plots.image_rows(rows, path, title_size=7)
 
 
 def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
@@ -411,10 +376,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0 and chosen:
     figure = plot_examples(data, instances, chosen, results, class_names, workdir / FIGURE_FILE,
                            size=size)
-  builder = datasets.builder_config(config)
   out = {
       "mode": RUN_NAME,
-      "dataset": f"{config.data.name}/{getattr(builder, 'name', builder)}",
+      "dataset": datasets.dataset_name(config),
       "split": config.data.test_split,
       "image_size": size,
       "threshold_mode": l.threshold_mode,
