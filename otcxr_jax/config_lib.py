@@ -13,15 +13,18 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 from ml_collections import config_dict
 
-from otcxr_jax import errors
+from otcxr_jax import errors, models
+from otcxr_jax.models import factory, resnet
+from otcxr_jax.objectives import registry as objective_registry
 
 PROBE_INITS = ("pretrained", "random")
 FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
-# Pretraining methods: OTCXR and the baselines of objectives/baselines.py, each with its own config
-# section of hyperparameters (config.<method>; OTCXR's is config.objective).
-METHODS = ("otcxr", "simclr", "byol", "barlow_twins", "vicreg", "vicregl")
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "vit_s16", "vit_b16")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+# Pretraining methods, OTCXR first (objectives/registry.OBJECTIVES), and the config section of
+# each one's hyperparameters: config.<method>, but OTCXR's is config.objective.
+METHODS = tuple(objective_registry.OBJECTIVES)
+METHOD_SECTIONS = {method: method for method in METHODS} | {"otcxr": "objective"}
+ENCODERS = tuple(models.ENCODERS)
+COMPUTE_DTYPES = tuple(factory.COMPUTE_DTYPES)
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -221,6 +224,11 @@ def positive(c, fields: Iterable[str]) -> None:
     require(isinstance(v, (int, float)) and v > 0, f, v, "a positive number")
 
 
+def _either(names: Iterable[str]) -> str:
+  """``"'a' or 'b'"``: what a field of one of ``names`` expects."""
+  return " or ".join(map(repr, names))
+
+
 def _get(c, dotted: str):
   node = c
   for part in dotted.split("."):
@@ -253,8 +261,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
     return
   require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
-  require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
-          "'imagenet' or 'small'")
+  require(c.model.stem in resnet.STEMS, "model.stem", c.model.stem, _either(resnet.STEMS))
   require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
           c.model.stem_stride, "a positive int")
   require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
@@ -264,7 +271,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
           "model.dense_stage", c.model.dense_stage,
           f"'dense' or a built stage {_built_stages(c.model)}")
   require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
-  require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
+  require(c.model.norm in resnet.NORMS, "model.norm", c.model.norm, _either(resnet.NORMS))
   require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
           c.model.norm_groups, "a positive int")
   require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
@@ -314,9 +321,8 @@ def _validate_distributed(c: ml_collections.ConfigDict) -> None:
 
 
 def _validate_parts(c: ml_collections.ConfigDict) -> None:
-  """Field-level checks owned by the augmentation and objective modules."""
-  from otcxr_jax.data import augment
-  from otcxr_jax.objectives import otcxr
+  """Field-level checks owned by the augmentation module and by each method's objective (every
+  method's section, whichever runs), then the run's method's fields against the network's."""
   try:
     augment_config(c).validate()
   except ValueError as e:
@@ -324,32 +330,40 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
   require(c.method in METHODS, "method", c.method, f"one of {METHODS}")
   require(c.mode != "demo" or c.method == "otcxr", "method", c.method,
           "'otcxr' for mode 'demo' (its report draws transport plans)")
-  try:
-    objective_config(c).validate()
-  except ValueError as e:
-    raise ConfigError(f"config.objective: {e}") from None
-  require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
+  for method in METHODS:
+    try:
+      method_config(c, method)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.{METHOD_SECTIONS[method]}: {e}") from None
+  check = _METHOD_CHECKS.get(c.method)
+  if check is not None:
+    check(c)
+
+
+def _check_otcxr(c: ml_collections.ConfigDict) -> None:
+  """OTCXR's dense map is the network's last unless an image-level term trains what follows."""
+  require(c.model.dense_stage == "dense" or c.objective.global_weight > 0,
           "model.dense_stage", c.model.dense_stage,
           "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
           "gradient, and the pooled features every evaluation reads would come from them at "
           "their initialisation; end the network there instead (model.num_stages)")
-  for method in METHODS[1:]:
-    try:
-      method_config(c, method)
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.{method}: {e}") from None
-  if c.method == "vicregl":
-    from otcxr_jax.models import factory  # builds an abstract encoder
-    grid = factory.dense_grid(c)
-    cells = grid[0] * grid[1]
-    matches = tuple(c.vicregl.num_matches)
-    require(max(matches) <= cells, "vicregl.num_matches", matches,
-            f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
-            f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
-    feature = c.vicregl.num_feature_matches
-    require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
-            f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
-  del augment, otcxr
+
+
+def _check_vicregl(c: ml_collections.ConfigDict) -> None:
+  """VICRegL's matches fit in the dense map (an abstract encoder gives its size)."""
+  grid = factory.dense_grid(c)
+  cells = grid[0] * grid[1]
+  matches = tuple(c.vicregl.num_matches)
+  require(max(matches) <= cells, "vicregl.num_matches", matches,
+          f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
+          f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
+  feature = c.vicregl.num_feature_matches
+  require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
+          f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
+
+
+# Checks of a method's fields against the rest of the config, for the methods that have some.
+_METHOD_CHECKS = {"otcxr": _check_otcxr, "vicregl": _check_vicregl}
 
 
 def augment_config(c: ml_collections.ConfigDict):
@@ -365,17 +379,18 @@ def objective_config(c: ml_collections.ConfigDict):
 
 
 def method_config(c: ml_collections.ConfigDict, method: str | None = None):
-  """The validated hyperparameters of a baseline (default: ``c.method``) from ``config.<method>``.
+  """The validated hyperparameters of a pretraining method (default: ``c.method``) from its
+  section ``config.<METHOD_SECTIONS[method]>``.
 
-  An instance of the method's config class in ``objectives/baselines.BASELINES``; raises
+  An instance of the method's config class in ``objectives/registry.OBJECTIVES``; raises
   ValueError naming the first invalid field (TypeError for an unknown one).
   """
-  from otcxr_jax.objectives import baselines
   method = c.method if method is None else method
-  if method not in baselines.BASELINES:
-    raise ValueError(f"method {method!r} has no baseline config; expected one of "
-                     f"{tuple(baselines.BASELINES)}")
-  return baselines.BASELINES[method].config(**c[method])
+  if method not in METHODS:
+    raise ValueError(f"unknown pretraining method {method!r}; expected one of {METHODS}")
+  hparams = objective_registry.OBJECTIVES[method].config(**c[METHOD_SECTIONS[method]])
+  hparams.validate()
+  return hparams
 
 
 def _validate_finetune(c: ml_collections.ConfigDict) -> None:

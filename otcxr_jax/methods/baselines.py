@@ -30,10 +30,10 @@ from otcxr_jax import config_lib
 from otcxr_jax.data import augment
 from otcxr_jax.methods import views as views_lib
 from otcxr_jax.models.siamese import SiameseModel
-from otcxr_jax.objectives import baselines, byol
+from otcxr_jax.objectives import byol, registry
 from otcxr_jax.training import state as state_lib
 
-BASELINE_METHODS = tuple(baselines.BASELINES)
+BASELINE_METHODS = tuple(name for name in registry.OBJECTIVES if name != "otcxr")
 
 
 def _check_method(config: ml_collections.ConfigDict) -> str:
@@ -50,7 +50,7 @@ def make_loss_fn(config: ml_collections.ConfigDict) -> state_lib.LossFn:
   hparams = config_lib.method_config(config)
   # The config's fields are the loss's keyword arguments, except BYOL's (its target schedule's).
   kwargs = {} if method == "byol" else dataclasses.asdict(hparams)
-  loss = baselines.BASELINES[method].loss
+  loss = registry.OBJECTIVES[method].loss
 
   def loss_fn(model: SiameseModel, batch, rng):
     images = batch["image"].astype(jnp.float32) / 255.0

@@ -26,9 +26,13 @@ from otcxr_jax.models.otcxr import OTCXRModel
 from otcxr_jax.models.siamese import SiameseModel
 
 
+# train.compute_dtype -> the activations' dtype (parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def compute_dtype(config: ml_collections.ConfigDict):
   """``train.compute_dtype``: the activations' dtype (parameters stay float32)."""
-  return jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+  return COMPUTE_DTYPES[config.train.compute_dtype]
 
 
 def stem_stride(model: ml_collections.ConfigDict) -> int:
