@@ -31,17 +31,10 @@ class ConfigError(errors.UserError, ValueError):
   """A config field has a value the run cannot use."""
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Every field a run reads, with the documented defaults (paper-scale pretraining)."""
-  c = ml_collections.ConfigDict()
-  c.mode = "pretrain"
-  c.seed = 0
-  c.method = "otcxr"               # pretraining method: one of METHODS
-  # A rerun of a workdir with another config than it was started with is refused unless this is
-  # True: then the change is accepted and recorded (training/workdir.py).
-  c.allow_config_change = False
-
-  c.data = dict(
+def _data() -> dict:
+  """``config.data``: the dataset, where it is kept, its splits and the encoder's input side
+  (``data/datasets.py``, ``data/pipeline.py``)."""
+  return dict(
       name="synthetic_cxr",        # TFDS dataset name (a package under tfds_builders/)
       config="128",                # TFDS builder config (the stored resolution)
       data_dir="~/tensorflow_datasets",
@@ -53,7 +46,12 @@ def base_config() -> ml_collections.ConfigDict:
       image_size=128,              # encoder input side (augmented views are resized to it)
       num_threads=2,               # grain reader threads
   )
-  c.augment = dict(
+
+
+def _augment() -> dict:
+  """``config.augment``: pretraining's on-device two-view augmentation
+  (``data/augment.AugmentConfig``, which checks it)."""
+  return dict(
       crop_scale=(0.25, 1.0),
       crop_ratio=(3 / 4, 4 / 3),
       rotation_deg=10.0,
@@ -66,7 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
       noise_std=(0.0, 0.03),
       hflip_prob=0.0,              # off: laterality matters in chest X-rays
   )
-  c.model = dict(
+
+
+def _model() -> dict:
+  """``config.model``: the encoder, the projectors and CV-SIM (``models/factory.py``)."""
+  return dict(
       encoder="resnet50",
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
@@ -83,7 +85,12 @@ def base_config() -> ml_collections.ConfigDict:
       cvsim_heads=4,
       cvsim_mlp_ratio=2.0,
   )
-  c.objective = dict(              # OTCXR (method 'otcxr'), objectives/otcxr.py
+
+
+def _objective() -> dict:
+  """``config.objective``: OTCXR's hyperparameters (method 'otcxr';
+  ``objectives/otcxr.OTCXRObjectiveConfig``, which checks them)."""
+  return dict(
       alpha=50.0,                  # weight of L_OT
       beta=12.5,                   # weight of each view's variance term
       eta=1.0,                     # weight of each view's covariance term
@@ -99,19 +106,44 @@ def base_config() -> ml_collections.ConfigDict:
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
       global_weight=0.0,           # γ of an image-level VICReg term on mean tokens (0: the paper)
   )
-  # Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
-  # and the projector sizes from config.model (pooled features -> projector; BYOL's predictor
-  # has the projector's architecture, VICRegL's local projector too).
-  c.simclr = dict(temperature=0.1)
-  c.byol = dict(base_tau=0.996)    # EMA decay of the target network at step 0, cosine to 1
-  c.barlow_twins = dict(lambda_offdiag=5e-3, eps=1e-5)
-  c.vicreg = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4)
-  c.vicregl = dict(
+
+
+# Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
+# and the projector sizes from config.model (pooled features -> projector; BYOL's predictor
+# has the projector's architecture, VICRegL's local projector too).
+def _simclr() -> dict:
+  """``config.simclr``: SimCLR's hyperparameters (``objectives/simclr.SimCLRConfig``)."""
+  return dict(temperature=0.1)
+
+
+def _byol() -> dict:
+  """``config.byol``: BYOL's target schedule (``objectives/byol.BYOLConfig``)."""
+  return dict(base_tau=0.996)    # EMA decay of the target network at step 0, cosine to 1
+
+
+def _barlow_twins() -> dict:
+  """``config.barlow_twins``: Barlow Twins' hyperparameters
+  (``objectives/barlow_twins.BarlowTwinsConfig``)."""
+  return dict(lambda_offdiag=5e-3, eps=1e-5)
+
+
+def _vicreg() -> dict:
+  """``config.vicreg``: VICReg's hyperparameters (``objectives/vicreg.VICRegConfig``)."""
+  return dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4)
+
+
+def _vicregl() -> dict:
+  """``config.vicregl``: VICRegL's hyperparameters (``objectives/vicregl.VICRegLConfig``)."""
+  return dict(
       alpha=0.75, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4,
       num_matches=(20, 4),         # location matches s->t, t->s (at most the dense map's cells)
       num_feature_matches=config_dict.placeholder(tuple),  # None: every cell
   )
-  c.optim = dict(
+
+
+def _optim() -> dict:
+  """``config.optim``: pretraining's optimiser and its schedule (``training/optim.py``)."""
+  return dict(
       name="lars",
       base_learning_rate=0.2,      # peak lr = base * batch / 256
       weight_decay=1e-6,
@@ -121,7 +153,11 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_steps=1000,
       grad_clip_norm=0.0,
   )
-  c.train = dict(
+
+
+def _train() -> dict:
+  """``config.train``: pretraining's loop (``training/loop.LoopConfig``) and activations' dtype."""
+  return dict(
       batch_size=256,              # global, over all devices and processes
       num_steps=100_000,
       log_every=50,
@@ -131,7 +167,12 @@ def base_config() -> ml_collections.ConfigDict:
       tensorboard=True,
       on_nonfinite="stop",         # non-finite loss/gradient: 'stop' (raise) or 'skip' the update
   )
-  c.probe = dict(
+
+
+def _probe() -> dict:
+  """``config.probe``: linear probes on frozen features and the encoder they read (modes
+  ``linear_probe``, ``knn``, ``segment``, the demo, and fine-tuning's linear-probe stage)."""
+  return dict(
       batch_size=256,              # feature extraction and probe training
       num_steps=1000,
       learning_rate=1e-2,
@@ -140,12 +181,21 @@ def base_config() -> ml_collections.ConfigDict:
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
       checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
   )
-  c.knn = dict(
+
+
+def _knn() -> dict:
+  """``config.knn``: mode ``knn``'s weighted kNN vote (``modes/knn.py``)."""
+  return dict(
       k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018; DINO's k)
       temperature=0.07,            # T of the vote weights exp(cosine / T); the cosine of
                                    # features centred on the bank's (training split's) mean
   )
-  c.segment = dict(                # mode 'segment' (modes/segment.py); encoder from probe.init
+
+
+def _segment() -> dict:
+  """``config.segment``: mode ``segment`` (``modes/segment.py``); its encoder comes from
+  ``probe.init``."""
+  return dict(
       split="train",               # training split ('train_10pct' etc. for a label fraction)
       batch_size=16,               # global, also the evaluation batch
       num_steps=10_000,
@@ -164,10 +214,14 @@ def base_config() -> ml_collections.ConfigDict:
       brightness=0.1,
       contrast=0.1,
   )
-  # Fine-tuning (modes/finetune.py), LP-FT: the head on frozen standardised features (stage 1),
-  # then the whole network from it (stage 2). Epochs are passes over `split`; each *_steps /
-  # eval_every field, when set (not None), replaces its epoch field.
-  c.finetune = dict(
+
+
+# Fine-tuning (modes/finetune.py), LP-FT: the head on frozen standardised features (stage 1),
+# then the whole network from it (stage 2). Epochs are passes over `split`; each *_steps /
+# eval_every field, when set (not None), replaces its epoch field.
+def _finetune() -> dict:
+  """``config.finetune``: mode ``finetune`` (``modes/finetune.py``)."""
+  return dict(
       split="train_10pct",         # label fraction: one of FINETUNE_SPLITS
       init="pretrained",           # encoder start: 'pretrained' (checkpoint_dir) or 'random'
       checkpoint_dir="",           # any run's checkpoint directory holding an encoder
@@ -188,7 +242,11 @@ def base_config() -> ml_collections.ConfigDict:
       crop_scale=(0.7, 1.0),       # training view: random resized crop of this area fraction,
       rotation_deg=5.0,            # rotated by U(-rotation_deg, rotation_deg); no photometric
   )
-  c.localize = dict(               # mode 'localize' (modes/localize.py): heatmaps against boxes
+
+
+def _localize() -> dict:
+  """``config.localize``: mode ``localize`` (``modes/localize.py``): heatmaps against boxes."""
+  return dict(
       methods=("cam", "attention", "transport"),  # of evaluation/localization.METHODS
       classifier_workdir="",       # 'cam': the fine-tuning run whose classifier is explained
       init="pretrained",           # 'attention'/'transport': pretraining network, or 'random' init
@@ -199,15 +257,60 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=32,
       num_examples=8,              # instances drawn in localize_examples.png
   )
-  c.report = dict(
+
+
+def _report() -> dict:
+  """``config.report``: the demo's report and mode ``report`` (``modes/report.py``)."""
+  return dict(
       num_correspondences=12,      # strongest transport-plan matches drawn
       workdirs=(),                 # mode 'report': evaluation workdirs collected into report.md
   )
-  c.distributed = dict(            # multi-process runs (training/distributed.py)
+
+
+def _distributed() -> dict:
+  """``config.distributed``: multi-process runs (``training/distributed.py``)."""
+  return dict(
       coordinator_address="",      # 'host:port' of process 0; '' = env / cluster detection
       num_processes=0,             # 0 = env / cluster detection; 1 = single process
       process_id=-1,               # -1 = env / cluster detection
   )
+
+
+# Each section of the config and the function giving its defaults, in the config's order.
+_SECTIONS = {
+    "data": _data,
+    "augment": _augment,
+    "model": _model,
+    "objective": _objective,
+    "simclr": _simclr,
+    "byol": _byol,
+    "barlow_twins": _barlow_twins,
+    "vicreg": _vicreg,
+    "vicregl": _vicregl,
+    "optim": _optim,
+    "train": _train,
+    "probe": _probe,
+    "knn": _knn,
+    "segment": _segment,
+    "finetune": _finetune,
+    "localize": _localize,
+    "report": _report,
+    "distributed": _distributed,
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a run reads, with the documented defaults (paper-scale pretraining): the
+  top-level fields, then each section from its function in :data:`_SECTIONS`."""
+  c = ml_collections.ConfigDict()
+  c.mode = "pretrain"
+  c.seed = 0
+  c.method = "otcxr"               # pretraining method: one of METHODS
+  # A rerun of a workdir with another config than it was started with is refused unless this is
+  # True: then the change is accepted and recorded (training/workdir.py).
+  c.allow_config_change = False
+  for name, defaults in _SECTIONS.items():
+    c[name] = defaults()
   return c
 
 
