@@ -134,5 +134,5 @@ def state_network(c: ml_collections.ConfigDict, pretraining: ml_collections.Conf
   the method's section (``objective`` for OTCXR), the fields a run read by an evaluation gives."""
   c.method = pretraining.method
   c.model = pretraining.model
-  section = "objective" if pretraining.method == "otcxr" else pretraining.method
+  section = config_lib.METHOD_SECTIONS[pretraining.method]
   c[section] = pretraining[section]

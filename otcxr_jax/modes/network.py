@@ -30,7 +30,7 @@ import ml_collections
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, methods
 from otcxr_jax.models import factory
 from otcxr_jax.training import checkpoint as ckpt_lib
 
@@ -143,8 +143,8 @@ def encoder(config: ml_collections.ConfigDict, workdir: str | epath.PathLike, *,
   if config[section].init == "random":
     if section == "finetune":
       return factory.build_encoder(config, nnx.Rngs(config.seed)), {"init": "random"}
-    return factory.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": "random"}
-  restored = ckpt_lib.restore_network(named_run(config, workdir), config, part="encoder",
+    return methods.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": "random"}
+  restored = ckpt_lib.restore_network(named_run(config, workdir), config,
                                       source=_source(config, section))
   origin = _origin(restored)
   if not with_step:
@@ -157,9 +157,10 @@ def pretraining_model(config: ml_collections.ConfigDict, workdir: str | epath.Pa
   """The pretraining network ``localize.init`` selects, in evaluation mode, and where it comes
   from (as :func:`encoder`, with the checkpoint step)."""
   if config.localize.init == "random":
-    model = factory.build_model(config, nnx.Rngs(config.seed))
+    model = methods.build_model(config, nnx.Rngs(config.seed))
     model.eval()
     return model, {"init": "random"}
-  restored = ckpt_lib.restore_network(named_run(config, workdir), config, part="model",
+  restored = ckpt_lib.restore_network(named_run(config, workdir), config,
+                                      build_model=methods.build_model,
                                       source=_source(config, "localize"))
   return restored.module, _origin(restored)

@@ -13,8 +13,9 @@ differing parameter. A step that cannot be read (a truncated or emptied file) fa
 
 Evaluations read a run's network through :func:`restore_network`: given the run's workdir (or a
 checkpoint directory inside it) it reads the workdir's ``config.json`` (:func:`find_run`), rebuilds
-the encoder, or the whole pretraining network, through ``models/factory.py`` and fills it from
-the latest checkpoint with :func:`restore_module`, which reads only that module's arrays (orbax
+the encoder through ``models/factory.py`` (or the whole pretraining network through the builder
+it is given, ``methods.build_model``) and fills it from the latest checkpoint with
+:func:`restore_module`, which reads only that module's arrays (orbax
 partial restore), whatever the run's other modules and optimiser. A config given with it must
 describe the same network (:func:`check_network`): a field that differs is refused, naming both
 values. An evaluation reads the latest step and never falls back to an older one (its results
@@ -29,7 +30,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
@@ -515,7 +516,9 @@ def find_run(path: str | epath.PathLike, *, source: str) -> RunCheckpoints:
 
 
 def method_section(method: str) -> str:
-  """The config section of a pretraining method's hyperparameters (OTCXR's is ``objective``)."""
+  """The config section of a pretraining method's hyperparameters (OTCXR's is ``objective``;
+  ``config_lib.METHOD_SECTIONS``, which this layer cannot import: config_lib's checks import the
+  train loop, which imports this module)."""
   return "objective" if method == "otcxr" else method
 
 
@@ -577,12 +580,14 @@ class Restored:
 
 
 def restore_network(path: str | epath.PathLike, config: ml_collections.ConfigDict | None = None,
-                    *, part: str = "encoder", source: str = "checkpoint") -> Restored:
-  """The encoder (``part='encoder'``) or the whole pretraining network (``part='model'``) of the
-  run ``path`` names, filled from its latest checkpoint, in evaluation mode.
+                    *, build_model: Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
+                    | None = None, source: str = "checkpoint") -> Restored:
+  """The encoder (or, with ``build_model``, the whole pretraining network) of the run ``path``
+  names, filled from its latest checkpoint, in evaluation mode.
 
-  The network is rebuilt through ``models/factory.py`` from the run's ``config.json``
-  (:func:`find_run`). ``config``, when given, is the evaluation's: its network fields must be the
+  The network is rebuilt from the run's ``config.json`` (:func:`find_run`): the encoder through
+  ``models/factory.build_encoder``, the pretraining network through ``build_model(config, rngs)``
+  (``methods.build_model``, which this layer does not import). ``config``, when given, is the evaluation's: its network fields must be the
   run's (:func:`check_network`), and its other fields (``train.compute_dtype``,
   ``data.image_size``) are the ones the network is built with; without it the run's stored config
   is used as it is (a ``config.json`` written by this code holds every field the factory reads).
@@ -590,8 +595,9 @@ def restore_network(path: str | epath.PathLike, config: ml_collections.ConfigDic
   Args:
     path: the run's workdir, or a checkpoint directory inside it.
     config: the evaluation's config, or None.
-    part: ``'encoder'`` (any pretraining or fine-tuning run) or ``'model'`` (the pretraining
-      network of a ``pretrain`` or ``demo`` run: encoder, projector, CV-SIM, ...).
+    build_model: None for the encoder (of any pretraining or fine-tuning run), or the builder of
+      the whole pretraining network of a ``pretrain`` or ``demo`` run (encoder, projector,
+      CV-SIM, ...).
     source: where ``path`` was named, quoted in errors.
 
   Raises:
@@ -601,21 +607,19 @@ def restore_network(path: str | epath.PathLike, config: ml_collections.ConfigDic
       describes (the message names the first differing parameter).
     DamagedCheckpointError: the latest step cannot be read.
   """
-  if part not in ("encoder", "model"):
-    raise ValueError(f"part={part!r}: expected 'encoder' or 'model'.")
   run = find_run(path, source=source)
   if config is None:
     config = ml_collections.ConfigDict(dict(run.config))
   else:
     check_network(config, run, source=source)
-  if part == "model" and run.mode not in PRETRAINING_MODES:
+  if build_model is not None and run.mode not in PRETRAINING_MODES:
     raise CheckpointError(
         f"{run.workdir} holds a {run.mode!r} run ({source}); the pretraining network is read "
         f"from a run of mode {' or '.join(repr(m) for m in PRETRAINING_MODES)}.")
-  build = factory.build_encoder if part == "encoder" else factory.build_model
+  build = factory.build_encoder if build_model is None else build_model
   abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(config.seed)))
   module, step = restore_module(
-      abstract, run.directory, under="encoder" if part == "encoder" else None,
+      abstract, run.directory, under="encoder" if build_model is None else None,
       source=f"{source}: the checkpoints of {run.workdir}",
       hint=f"The network is built from {run.workdir / CONFIG_FILE}; was the checkpoint written "
            f"by another run?")

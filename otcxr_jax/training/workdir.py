@@ -26,7 +26,7 @@ Every mode that writes into ``--workdir`` (``pretrain``, ``demo``, ``linear_prob
 
 Fields the run's mode does not read are not compared: the sections of other modes
 (:data:`SECTION_MODES`, :data:`FIELD_MODES`: an evaluation reads no pretraining schedule or
-augmentation), the hyperparameters of other pretraining methods (:data:`METHOD_SECTIONS`, read
+augmentation), the hyperparameters of other pretraining methods (:data:`SECTION_METHODS`, read
 only where the pretraining objective is: :data:`METHOD_SECTION_MODES`) and fields outside the
 schema of ``config_lib.base_config`` (sections a config file adds for its own script, such as the
 synthetic benchmark's). A field the stored config lacks (added to the
@@ -105,7 +105,7 @@ SECTION_MODES = {
 # Fields of shared sections only some modes read: compared for those modes only.
 FIELD_MODES = {"train.batch_size": ("pretrain", "demo"), "train.num_steps": ("pretrain", "demo")}
 # Sections of one pretraining method's hyperparameters: compared when config.method is it.
-METHOD_SECTIONS = {"objective": "otcxr", **{m: m for m in config_lib.METHODS if m != "otcxr"}}
+SECTION_METHODS = {section: method for method, section in config_lib.METHOD_SECTIONS.items()}
 # Modes that compute the pretraining objective (localize: its transport maps).
 METHOD_SECTION_MODES = ("pretrain", "demo", "localize")
 # Modes whose results are their metrics.json: once it is written, only NEUTRAL_FIELDS may change.
@@ -171,8 +171,8 @@ def _compared(field: str, mode: str, method: str) -> bool:
     return False
   if field in FIELD_MODES and mode not in FIELD_MODES[field]:
     return False
-  if section in METHOD_SECTIONS:
-    return METHOD_SECTIONS[section] == method and mode in METHOD_SECTION_MODES
+  if section in SECTION_METHODS:
+    return SECTION_METHODS[section] == method and mode in METHOD_SECTION_MODES
   return True
 
 

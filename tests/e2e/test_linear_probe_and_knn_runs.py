@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from sklearn.metrics import roc_auc_score
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, methods
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
@@ -34,7 +34,7 @@ def pretrained(tmp_path_factory):
 
 def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
   config, root, trained = pretrained
-  initial = jax.device_get(nnx.state(factory.build_model(config, nnx.Rngs(config.seed)).encoder))
+  initial = jax.device_get(nnx.state(methods.build_model(config, nnx.Rngs(config.seed)).encoder))
   # The workdir or its checkpoint directory, with the evaluation's config or from config.json alone
   for path, given in [(root / "pretrain/checkpoints/pretrain", config), (root / "pretrain", None)]:
     restored = ckpt_lib.restore_network(path, given)
@@ -64,12 +64,12 @@ def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
 
   no_cvsim = tiny_config(root / "tfds")
   no_cvsim.model.cvsim = False
-  abstract = nnx.eval_shape(lambda: factory.build_model(no_cvsim, nnx.Rngs(0)))
+  abstract = nnx.eval_shape(lambda: methods.build_model(no_cvsim, nnx.Rngs(0)))
   with pytest.raises(ValueError, match=r"parameter 'params/cvsim/\S+' is shape \(\d+(, \d+)*,?\) "
                                        r"in the checkpoint but absent in the config's model"):
     ckpt_lib.restore_module(abstract, root / "pretrain/checkpoints/pretrain")
   with pytest.raises(ckpt_lib.NetworkConflictError, match=r"config model.cvsim=False"):
-    ckpt_lib.restore_network(root / "pretrain", no_cvsim, part="model")
+    ckpt_lib.restore_network(root / "pretrain", no_cvsim, build_model=methods.build_model)
 
 
 def _encoder_param_shapes(config):

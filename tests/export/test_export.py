@@ -12,6 +12,7 @@ from flax import nnx
 from safetensors.numpy import load_file
 from scipy import special
 
+from otcxr_jax import methods
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import classifier
 from otcxr_jax.export import __main__ as cli
@@ -273,7 +274,7 @@ def _save_run(config, workdir, model, run_dir):
 
 def test_cli_exports_a_pretraining_run(tmp_path, capsys):
   config = tiny_config(tmp_path / "tfds")
-  model = factory.build_model(config, nnx.Rngs(0))
+  model = methods.build_model(config, nnx.Rngs(0))
   _randomise(model.encoder)
   _save_run(config, tmp_path / "run", model, "pretrain")
   out = tmp_path / "export" / "encoder.safetensors"

@@ -123,3 +123,11 @@ def test_localize_reads_a_network_only_for_the_pretraining_maps(tmp_path):
 def test_other_modes_are_left_alone(tmp_path):
   c = tiny_config(tmp_path)
   assert modes.resolve(c, tmp_path) is c
+
+
+def test_the_network_fields_name_each_methods_section():
+  for method, section in config_lib.METHOD_SECTIONS.items():
+    assert ckpt_lib.method_section(method) == section
+    stored = {"method": method, "model": {"width": 0.5}, section: {"x": 1}, "probe": {"y": 2}}
+    assert ckpt_lib.network_fields(stored) == {"method": method, "model.width": 0.5,
+                                               f"{section}.x": 1}

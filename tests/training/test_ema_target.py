@@ -10,7 +10,6 @@ from flax import nnx
 
 from otcxr_jax import methods
 from otcxr_jax.data import pipeline
-from otcxr_jax.models import factory
 from otcxr_jax.models import target as target_lib
 from otcxr_jax.training import loop, optim, sharding
 from otcxr_jax.training import state as state_lib
@@ -36,7 +35,7 @@ def test_byol_target_follows_the_ema_schedule_through_the_train_step(tmp_path):
   config.optim.name = "sgd"
   config.optim.base_learning_rate = 5.0
   config.optim.warmup_steps = 0
-  model = factory.build_model(config, nnx.Rngs(0))
+  model = methods.build_model(config, nnx.Rngs(0))
   tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(1)))
   assert "target" not in state.params  # not trained: no gradient, no optimiser state
