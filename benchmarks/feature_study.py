@@ -26,8 +26,8 @@ Probes are scikit-learn's L2 logistic regression (an independent implementation 
 linear probe), one per class, on standardised features, ``C`` chosen on validation mean AUC from
 ``--Cs``; the test split is scored once. Encoders are probed on three feature sets: ``pooled``
 (the global average pool every evaluation uses), ``stages`` (the global average pools of every
-stage, concatenated) and ``grid2`` (the last map averaged over a 2x2 grid, which keeps where
-things are). The row also holds the feature-spread diagnostics of ``evaluation/diagnostics.py``
+stage, concatenated), ``grid2`` (the last map averaged over a 2x2 grid, which keeps where
+things are) and ``map`` (the whole last map, flattened). The row also holds the feature-spread diagnostics of ``evaluation/diagnostics.py``
 on 512 training images.
 """
 
@@ -57,7 +57,7 @@ from otcxr_jax.evaluation import diagnostics, features  # noqa: E402
 from otcxr_jax.models import factory  # noqa: E402
 from otcxr_jax.modes import pretrain  # noqa: E402
 
-FEATURE_SETS = ("pooled", "stages", "grid2")
+FEATURE_SETS = ("pooled", "stages", "grid2", "map")
 
 
 def logistic_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]], Cs: Sequence[float]
@@ -100,7 +100,7 @@ def encoder_features(encoder, images: dict[str, np.ndarray], batch_size: int = 2
     d = out.dense
     b, h, w, c = d.shape
     grid2 = d.reshape(b, 2, h // 2, 2, w // 2, c).mean((2, 4)).reshape(b, -1)
-    return out.pooled, stages, grid2
+    return out.pooled, stages, grid2, d.reshape(b, -1)
 
   result = {name: {} for name in FEATURE_SETS}
   for split, x in images.items():
