@@ -86,13 +86,20 @@ def _layout(state_dict):
   return {k: (tuple(v.shape), str(v.dtype)) for k, v in state_dict.items()}
 
 
+def _zeros(make):
+  """The module ``make()`` builds, with every variable zero: its layout without the cost of a
+  random initialisation (11.7M parameters for torchvision's ResNet-18)."""
+  graphdef, state = nnx.split(nnx.eval_shape(make))
+  return nnx.merge(graphdef, jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state))
+
+
 def test_resnet18_state_dict_is_torchvision_resnet18():
-  encoder = ResNet(18, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0))
+  encoder = _zeros(lambda: ResNet(18, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0)))
   assert _layout(sd.to_state_dict(encoder)) == _torchvision_resnet(False, (2, 2, 2, 2), 1000)
 
 
 def test_resnet50_state_dict_has_torchvision_bottleneck_names_with_a_classifier_head():
-  encoder = ResNet(50, width=0.125, in_channels=1, rngs=nnx.Rngs(0))
+  encoder = _zeros(lambda: ResNet(50, width=0.125, in_channels=1, rngs=nnx.Rngs(0)))
   head = LinearClassifier(encoder.num_features, 4, rngs=nnx.Rngs(1))
   expected = _torchvision_resnet(True, (3, 4, 6, 3), 4, in_channels=1, width=0.125)
   assert _layout(sd.to_state_dict(encoder, head)) == expected
