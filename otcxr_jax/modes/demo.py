@@ -23,9 +23,8 @@ from flax import nnx
 
 from otcxr_jax import config_lib, methods
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics
+from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics, report, visualize
 from otcxr_jax.modes import pretrain
-from otcxr_jax.reporting import demo_report, visualize
 from otcxr_jax.training import summaries
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
@@ -117,7 +116,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
-    demo_report.write_demo_report(workdir, config=config, result=result, history=pre.history,
+    report.write_demo_report(workdir, config=config, result=result, history=pre.history,
                              probes=probes, class_names=class_names, pairs=pairs)
   summaries.write_results(workdir, "demo", result, step=config.train.num_steps,
                           enabled=config.train.tensorboard)  # beside pretraining's curves

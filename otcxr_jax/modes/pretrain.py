@@ -4,8 +4,8 @@ one of the baselines ``config.method`` names (each method's network, loss and ta
 
 The network comes from ``methods.build_model``, the one place a pretraining network is built
 from a config: the train loop and every evaluation that restores a pretraining checkpoint
-(``training/checkpoint.restore_network``, from the run's ``config.json``) call it, so a
-checkpoint of any method is read back into the same structure.
+(``evaluation/checkpoints.py``) call it, so a checkpoint of any method is read back into the same
+structure.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from flax import nnx
 from otcxr_jax import methods, models
 from otcxr_jax.data import datasets
 from otcxr_jax.data import pipeline
-from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.evaluation import checkpoints
 from otcxr_jax.training import loop, optim
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
-RUN_NAME = ckpt_lib.PRETRAIN_RUN_NAME
+RUN_NAME = checkpoints.PRETRAIN_RUN_NAME
 
 
 def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:

@@ -26,9 +26,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def _main(name: str, manual: pathlib.Path, data_dir: pathlib.Path,
           *extra: str) -> subprocess.CompletedProcess:
-  short = {"nih_chest_xray14": "nih", "vinbig_cxr": "vinbig", "rsna_pneumonia": "rsna",
-           "siim_acr_pneumothorax": "siim"}[name]
-  return _run("otcxr_jax.main", "--config", f"configs/build.py:dataset={short}",
+  return _run("otcxr_jax.main", "--config", f"configs/build_{name}.py",
               f"--config.data.manual_dir={manual}", "--config.data.config=32",
               f"--config.data.data_dir={data_dir}", *extra)
 
