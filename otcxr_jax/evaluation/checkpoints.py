@@ -5,7 +5,7 @@ A checkpoint holds the whole train state (model, optimiser, step, PRNG key; see
 (BatchNorm running statistics) under ``model_state/``. Two ways to read it:
 
 * :func:`load_pretrained_encoder` (linear probe, kNN) rebuilds a *pretraining* run's whole state
-  skeleton exactly as pretraining does (``methods.build_model``, ``optim.pretraining_optimizer``,
+  skeleton exactly as pretraining does (``factory.build_model``, ``optim.pretraining_optimizer``,
   ``state.create_train_state``), restores the latest step into it and keeps the encoder: the
   config must describe that pretraining run in full;
 * :func:`restore_module` reads only one module's variables (orbax partial restore) from a run of
@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import config_lib, methods
+from otcxr_jax import config_lib
 from otcxr_jax.models import factory
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import optim
@@ -92,7 +92,7 @@ def load_pretrained_encoder(config: ml_collections.ConfigDict,
       checkpoint_dir, source="config probe.checkpoint_dir; run pretraining first")
   checkpointer = ckpt_lib.Checkpointer(directory, save_every=0)
   try:
-    model = methods.build_model(config, nnx.Rngs(config.seed))
+    model = factory.build_model(config, nnx.Rngs(config.seed))
     tx, _ = optim.pretraining_optimizer(config)
     rng = jax.random.key_data(jax.random.key(config.seed + 1))
     graphdef, state = state_lib.create_train_state(model, tx, rng)
@@ -113,7 +113,7 @@ def probe_encoder(config: ml_collections.ConfigDict,
   """
   init = config.probe.init
   if init == "random":
-    return methods.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": init}
+    return factory.build_model(config, nnx.Rngs(config.seed)).encoder, {"init": init}
   if init != "pretrained":
     raise ValueError(f"config.probe.init={init!r}: expected one of {config_lib.PROBE_INITS}.")
   directory = config.probe.checkpoint_dir or default_checkpoint_dir(workdir)

@@ -52,10 +52,10 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib, models
-from otcxr_jax import methods as pretraining_methods
 from otcxr_jax.config_lib import require
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import checkpoints, classifier, localization, plots, summary
+from otcxr_jax.models import factory
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
@@ -188,12 +188,11 @@ def pretraining_model(config: ml_collections.ConfigDict, workdir: str | epath.Pa
   """The pretraining network ``localize.init`` selects, in eval mode, and where it comes from."""
   l = config.localize
   if l.init == "random":
-    model = pretraining_methods.build_model(config, nnx.Rngs(config.seed))
+    model = factory.build_model(config, nnx.Rngs(config.seed))
     model.eval()
     return model, {"init": "random"}
   directory = l.checkpoint_dir or checkpoints.default_checkpoint_dir(workdir)
-  abstract = nnx.eval_shape(
-      lambda: pretraining_methods.build_model(config, nnx.Rngs(config.seed)))
+  abstract = nnx.eval_shape(lambda: factory.build_model(config, nnx.Rngs(config.seed)))
   model, step = checkpoints.restore_module(
       abstract, directory, source="config localize.checkpoint_dir",
       hint="Set config.model to the pretraining run's values (see its config.json).")

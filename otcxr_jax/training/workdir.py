@@ -25,7 +25,7 @@ Every mode that writes into ``--workdir`` (``pretrain``, ``demo``, ``linear_prob
    values), and the config file then holds the values in effect.
 
 Fields the run's mode does not read are not compared: the sections of other modes
-(:data:`SECTION_MODES`), the hyperparameters of other pretraining methods (:data:`SECTION_METHODS`)
+(:data:`SECTION_MODES`), the hyperparameters of other pretraining methods (:data:`METHOD_SECTIONS`)
 and fields outside the schema of ``config_lib.base_config`` (sections a config file adds for its
 own script, such as the synthetic benchmark's). A field the stored config lacks (added to the
 schema after the run started) counts as unchanged while it holds its default.
@@ -99,7 +99,7 @@ SECTION_MODES = {
     "report": ("demo",),
 }
 # Sections of one pretraining method's hyperparameters: compared when config.method is it.
-SECTION_METHODS = {section: method for method, section in config_lib.METHOD_SECTIONS.items()}
+METHOD_SECTIONS = {"objective": "otcxr", **{m: m for m in config_lib.METHODS if m != "otcxr"}}
 # Modes whose results are their metrics.json: once it is written, only NEUTRAL_FIELDS may change.
 EVALUATION_MODES = ("linear_probe", "knn", "finetune", "segment", "localize")
 # Modes whose workdir is read back through config.json (a fine-tuning run is loaded as a
@@ -161,7 +161,7 @@ def _compared(field: str, mode: str, method: str) -> bool:
   section = field.split(".", 1)[0]
   if section in SECTION_MODES and mode not in SECTION_MODES[section]:
     return False
-  return SECTION_METHODS.get(section, method) == method
+  return METHOD_SECTIONS.get(section, method) == method
 
 
 def _read_json(path: epath.Path, what: str) -> dict:

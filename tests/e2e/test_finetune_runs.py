@@ -16,7 +16,7 @@ import pytest
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import config_lib, methods
+from otcxr_jax import config_lib
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import checkpoints, classifier, linear_probe, metrics
 from otcxr_jax.models import LinearClassifier
@@ -109,7 +109,7 @@ def test_pretrained_start_is_the_pretraining_encoder(root, pretrained):
                     "checkpoint_step": 2}
   random_encoder, origin = finetune.initial_encoder(_config(root))
   assert origin == {"init": "random"}
-  _assert_states_equal(random_encoder, methods.build_model(config, nnx.Rngs(config.seed)).encoder)
+  _assert_states_equal(random_encoder, factory.build_model(config, nnx.Rngs(config.seed)).encoder)
 
 
 def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):

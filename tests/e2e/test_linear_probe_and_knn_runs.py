@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 from sklearn.metrics import roc_auc_score
 
-from otcxr_jax import config_lib, methods
+from otcxr_jax import config_lib
 from otcxr_jax.evaluation import checkpoints
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
@@ -35,7 +35,7 @@ def pretrained(tmp_path_factory):
 def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
   config, root, trained = pretrained
   encoder = checkpoints.load_pretrained_encoder(config, root / "pretrain/checkpoints/pretrain")
-  initial = nnx.state(methods.build_model(config, nnx.Rngs(config.seed)).encoder)
+  initial = nnx.state(factory.build_model(config, nnx.Rngs(config.seed)).encoder)
   loaded = jax.device_get(nnx.state(encoder))
   jax.tree.map(np.testing.assert_array_equal, loaded, trained)  # params and BatchNorm stats
   assert any(not np.array_equal(a, b) for a, b in
