@@ -298,7 +298,7 @@ def build_jax(config, step: str, seed: int = 0):
   import optax  # noqa: PLC0415
   from flax import nnx  # noqa: PLC0415
 
-  from otcxr_jax import config_lib  # noqa: PLC0415
+  from otcxr_jax import config_lib, methods  # noqa: PLC0415
   from otcxr_jax.models import factory  # noqa: PLC0415
   from otcxr_jax.objectives import otcxr as otcxr_objective  # noqa: PLC0415
 
@@ -314,7 +314,7 @@ def build_jax(config, step: str, seed: int = 0):
       logits = model(batch["images"]).astype(jnp.float32)
       return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["labels"])), {}
   elif step == "otcxr":
-    model = factory.build_model(config, nnx.Rngs(seed))
+    model = methods.build_model(config, nnx.Rngs(seed))
     objective = dataclasses.asdict(config_lib.objective_config(config))
     inputs = {"view_s": image(), "view_t": image()}
     if objective["location_weight"]:

@@ -84,8 +84,9 @@ from etils import epath  # noqa: E402
 from scipy import ndimage, special  # noqa: E402
 
 from tfds_builders.synthetic_cxr import phantom  # noqa: E402
-from otcxr_jax.evaluation import metrics, plots  # noqa: E402
-from otcxr_jax.evaluation import report as report_lib  # noqa: E402
+from otcxr_jax.evaluation import metrics  # noqa: E402
+from otcxr_jax.reporting import plots  # noqa: E402
+from otcxr_jax.reporting import summary as report_lib  # noqa: E402
 
 CLASS_NAMES = phantom.CLASS_NAMES
 CONTRAST_THRESHOLD = 1.0  # grey levels: the footprint of a finding

@@ -30,7 +30,6 @@ from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
 from otcxr_jax import methods
-from otcxr_jax.models import factory
 from otcxr_jax.training import loop
 from otcxr_jax.training import optim
 from otcxr_jax.training import sharding as shard_lib
@@ -98,7 +97,7 @@ def measure_step(config: ml_collections.ConfigDict, *, steps: int, warmup: int
   batch_size, size = config.train.batch_size, config.data.image_size
   mesh = shard_lib.make_mesh()
   shard_lib.check_batch_size(batch_size, mesh)
-  model = factory.build_model(config, nnx.Rngs(config.seed))
+  model = methods.build_model(config, nnx.Rngs(config.seed))
   tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(
       model, tx, jax.random.key_data(jax.random.key(config.seed + 1)))

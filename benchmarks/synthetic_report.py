@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
 from benchmarks import step_timing  # noqa: E402
-from otcxr_jax.evaluation import plots  # noqa: E402
-from otcxr_jax.evaluation import report as report_lib  # noqa: E402
+from otcxr_jax.reporting import plots  # noqa: E402
+from otcxr_jax.reporting import summary as report_lib  # noqa: E402
 
 METRICS_FILE = "metrics.json"
 #: Reference rows: the encoder at initialisation, and supervised training from scratch.

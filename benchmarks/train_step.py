@@ -46,7 +46,6 @@ from ml_collections import config_flags  # noqa: E402
 from otcxr_jax import config_lib  # noqa: E402
 from otcxr_jax import methods  # noqa: E402
 from otcxr_jax.data import augment  # noqa: E402
-from otcxr_jax.models import factory  # noqa: E402
 from otcxr_jax.objectives import ot, otcxr  # noqa: E402
 from otcxr_jax.training import optim  # noqa: E402
 from otcxr_jax.training import sharding as shard_lib  # noqa: E402
@@ -153,7 +152,7 @@ def benchmark(config: ml_collections.ConfigDict, *, steps: int = 10,
 
   # The full train step, jitted as the train loop jits it.
   tx, _ = optim.pretraining_optimizer(config)
-  model = factory.build_model(config, nnx.Rngs(config.seed))
+  model = methods.build_model(config, nnx.Rngs(config.seed))
   graphdef, state = state_lib.create_train_state(
       model, tx, jax.random.key_data(jax.random.key(config.seed + 1)))
   state = shard_lib.replicate(state, mesh)

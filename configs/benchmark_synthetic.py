@@ -39,15 +39,16 @@ evaluation that reads the whole training split: about 6-8 hours in all. ``tiny``
 Evaluations: the linear probe of every row; kNN and the transfer evaluations (fine-tuning on 1%
 and 10% of the labels, segmentation, each about as costly as a pretraining run, and localisation
 of the test split's boxes: the pointing game of the 10% classifier's class activation maps, and
-for OTCXR of its CV-SIM attention and transport maps, ``configs/localize_synthetic.py``) of the
-rows of ``benchmark.evaluation_rows`` (OTCXR, VICReg and random init by default; set it to ``{}``
-to evaluate every row). The probe trains one weight decay (1e-3): at this scale the four of
-``configs/linear_probe_synthetic.py`` gave the same loss to four digits. Fine-tuning: the LP-FT
-protocol of ``configs/finetune_synthetic.py`` (the head on frozen standardised features, then the
-whole network), 30 epochs of stage 2 with selection on validation every epoch; segmentation:
-``configs/segment_synthetic.py`` at 300 steps. The supervised reference trains from scratch with
-``benchmark.supervised_fields``, ``configs/finetune_synthetic_supervised.py``'s fields (up to 100
-epochs, stopped when validation has not improved for 10).
+for OTCXR of its CV-SIM attention and transport maps, ``configs/localize.py:dataset=synthetic``)
+of the rows of ``benchmark.evaluation_rows`` (OTCXR, VICReg and random init by default; set it to
+``{}`` to evaluate every row). The probe trains one weight decay (1e-3): at this scale the four of
+``configs/linear_probe.py:dataset=synthetic`` gave the same loss to four digits. Fine-tuning: the
+LP-FT protocol of ``configs/finetune.py:dataset=synthetic`` (the head on frozen standardised
+features, then the whole network), 30 epochs of stage 2 with selection on validation every epoch;
+segmentation: ``configs/segment.py:dataset=synthetic`` at 300 steps. The supervised reference
+trains from scratch with ``benchmark.supervised_fields``, the fields of
+``configs/finetune.py:dataset=synthetic,supervised`` (up to 100 epochs, stopped when validation
+has not improved for 10).
 
 Runs (``benchmark_runs``: name -> the fields it changes; ``benchmark.runs`` picks and orders them):
 
@@ -94,7 +95,7 @@ over VICReg from the runs ``otcxr`` and ``vicreg``.
 import ml_collections
 from ml_collections import config_dict
 
-from configs import demo, finetune_synthetic, finetune_synthetic_supervised, segment_synthetic
+from configs import demo, finetune, segment
 
 METHOD_RUNS = ("otcxr", "simclr", "byol", "barlow_twins", "vicreg", "vicregl")
 #: Which part of OTCXR does the work: each component removed or replaced (run by default).
@@ -143,9 +144,9 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   c.train.num_steps = 200
   c.optim.warmup_steps = 20
   c.probe.weight_decays = (1e-3,)
-  c.finetune = finetune_synthetic.get_config().finetune  # LP-FT, budgets in epochs
+  c.finetune = finetune.get_config("dataset=synthetic").finetune  # LP-FT, budgets in epochs
   c.finetune.num_epochs = 30.0
-  c.segment = segment_synthetic.get_config().segment
+  c.segment = segment.get_config("dataset=synthetic").segment
   c.segment.num_steps = 300
   transfer = ("finetune_1pct", "finetune_10pct", "segment", "localize")
   c.benchmark = dict(
@@ -157,7 +158,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
       evaluation_rows={e: TRANSFER_ROWS for e in ("knn",) + transfer},
       # the supervised reference trains from scratch: the encoder at the head's rate, longer
       supervised_fields={"finetune": {
-          k: finetune_synthetic_supervised.get_config().finetune[k]
+          k: finetune.get_config("dataset=synthetic,supervised").finetune[k]
           for k in ("num_epochs", "encoder_learning_rate", "head_learning_rate")}},
       timed_runs=config_dict.placeholder(tuple),  # None: every run of `runs`
       timing_steps=10,

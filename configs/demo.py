@@ -15,9 +15,7 @@ from otcxr_jax import config_lib
 def get_config():
   c = config_lib.base_config()
   c.mode = "demo"
-  c.seed = 0
 
-  c.data.name = "synthetic_cxr"
   c.data.config = "64"
   c.data.image_size = 64
   c.data.synthetic_patients = 10000
@@ -30,13 +28,11 @@ def get_config():
   c.augment.contrast = 0.3
   c.augment.gamma = (0.7, 1.4)
   c.augment.blur_prob = 0.0
-  c.augment.noise_std = (0.0, 0.03)
 
   c.model.encoder = "resnet18"
   c.model.width = 0.25
-  # ImageNet stem (7x7/2 + max-pool) and three stages: a 4x4 map at 64x64 whose every layer
-  # the dense loss trains, 2.5x faster than the small stem of stride 2 with four stages.
-  c.model.stem = "imagenet"
+  # The ImageNet stem (7x7/2 + max-pool, the default) and three stages: a 4x4 map at 64x64 whose
+  # every layer the dense loss trains, 2.5x faster than the small stem of stride 2 with four stages.
   c.model.num_stages = 3
   # GroupNorm: no batch statistics, so the random-init baseline is the same function in training
   # and evaluation (with BatchNorm, eval at init skips normalisation altogether; docs/results.md).
@@ -44,7 +40,6 @@ def get_config():
   c.model.norm_groups = 8
   c.model.projector_hidden = 512
   c.model.projector_dim = 128
-  c.model.cvsim_heads = 4
 
   c.objective.num_iters = 30
   c.objective.location_weight = 0.2
@@ -61,7 +56,6 @@ def get_config():
   c.train.log_every = 25
   c.train.checkpoint_every = 100
 
-  c.probe.batch_size = 256
   c.probe.num_steps = 600
   c.probe.learning_rate = 3e-3
   return c

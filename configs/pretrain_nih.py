@@ -3,7 +3,7 @@ RSNA and SIIM-ACR number of the paper).
 
     python -m otcxr_jax.main --config configs/pretrain_nih.py --workdir workdirs/pretrain_nih
 
-Needs `nih_chest_xray14/224` built (configs/build_nih_chest_xray14.py). Only images are read: the
+Needs `nih_chest_xray14/224` built (configs/build.py:dataset=nih). Only images are read: the
 training split's labels are never used. The paper states the objective and the datasets, not the
 schedule; our choices:
 
@@ -24,8 +24,9 @@ schedule; our choices:
   train_val list minus a 10% validation split of its patients); fp32
   (`--config.train.compute_dtype=bfloat16` for bf16 activations on TPUs/GPUs).
 
-The other paper-number configs (linear_probe_*, finetune_*, segment_siim, localize_nih) read this
-run's checkpoints with these `model.*` fields.
+The other paper-number configs (configs/linear_probe.py, finetune.py, segment.py and localize.py
+with a real dataset) read this run, `workdirs/pretrain_nih`: its config.json gives them the
+network. The ResNet-50, its projector and CV-SIM, LARS and batch 256 are config_lib's defaults.
 """
 
 from otcxr_jax import config_lib
@@ -33,32 +34,13 @@ from otcxr_jax import config_lib
 
 def get_config():
   c = config_lib.base_config()
-  c.mode = "pretrain"
-  c.seed = 0
-
   c.data.name = "nih_chest_xray14"
   c.data.config = "224"
   c.data.image_size = 224
-  c.data.train_split = "train"
   c.data.num_threads = 8
-
-  c.model.encoder = "resnet50"
-  c.model.stem = "imagenet"
-  c.model.dense_stage = "dense"
-  c.model.projector_hidden = 2048
-  c.model.projector_dim = 512
-  c.model.projector_layers = 2
-  c.model.cvsim = True
-  c.model.cvsim_heads = 4
 
   c.objective.location_weight = 0.2
 
-  c.optim.name = "lars"
-  c.optim.base_learning_rate = 0.2
-  c.optim.weight_decay = 1e-6
-  c.optim.warmup_steps = 1000
-
-  c.train.batch_size = 256
   c.train.num_steps = 90_000
   c.train.log_every = 100
   c.train.checkpoint_every = 2000

@@ -1,8 +1,9 @@
 """The report of the paper-number runs (README, "Paper experiments"): one report.md with tables and
-plots of whichever of these workdirs hold finished runs.
+plots of whichever of these workdirs hold finished runs, each the default workdir of a config
+(``configs/linear_probe.py:dataset=nih`` writes ``workdirs/linear_probe_nih``, and so on).
 
     python -m otcxr_jax.main --config configs/report_paper.py --workdir reports/paper
-    # or any runs: python -m otcxr_jax.report <workdir>... --out reports/mine
+    # or any runs: python -m otcxr_jax.reporting <workdir>... --out reports/mine
 """
 
 from otcxr_jax import config_lib

@@ -13,32 +13,28 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 from ml_collections import config_dict
 
-from otcxr_jax import errors
+from otcxr_jax import errors, models
+from otcxr_jax.models import factory, resnet
+from otcxr_jax.objectives import registry as objective_registry
 
 PROBE_INITS = ("pretrained", "random")
 FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
-# Pretraining methods: OTCXR and the baselines of objectives/baselines.py, each with its own config
-# section of hyperparameters (config.<method>; OTCXR's is config.objective).
-METHODS = ("otcxr", "simclr", "byol", "barlow_twins", "vicreg", "vicregl")
-ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "vit_s16", "vit_b16")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+# Pretraining methods, OTCXR first (objectives/registry.OBJECTIVES), and the config section of
+# each one's hyperparameters: config.<method>, but OTCXR's is config.objective.
+METHODS = tuple(objective_registry.OBJECTIVES)
+METHOD_SECTIONS = {method: method for method in METHODS} | {"otcxr": "objective"}
+ENCODERS = tuple(models.ENCODERS)
+COMPUTE_DTYPES = tuple(factory.COMPUTE_DTYPES)
 
 
 class ConfigError(errors.UserError, ValueError):
   """A config field has a value the run cannot use."""
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """Every field a run reads, with the documented defaults (paper-scale pretraining)."""
-  c = ml_collections.ConfigDict()
-  c.mode = "pretrain"
-  c.seed = 0
-  c.method = "otcxr"               # pretraining method: one of METHODS
-  # A rerun of a workdir with another config than it was started with is refused unless this is
-  # True: then the change is accepted and recorded (training/workdir.py).
-  c.allow_config_change = False
-
-  c.data = dict(
+def _data() -> dict:
+  """``config.data``: the dataset, where it is kept, its splits and the encoder's input side
+  (``data/datasets.py``, ``data/pipeline.py``)."""
+  return dict(
       name="synthetic_cxr",        # TFDS dataset name (a package under tfds_builders/)
       config="128",                # TFDS builder config (the stored resolution)
       data_dir="~/tensorflow_datasets",
@@ -50,7 +46,12 @@ def base_config() -> ml_collections.ConfigDict:
       image_size=128,              # encoder input side (augmented views are resized to it)
       num_threads=2,               # grain reader threads
   )
-  c.augment = dict(
+
+
+def _augment() -> dict:
+  """``config.augment``: pretraining's on-device two-view augmentation
+  (``data/augment.AugmentConfig``, which checks it)."""
+  return dict(
       crop_scale=(0.25, 1.0),
       crop_ratio=(3 / 4, 4 / 3),
       rotation_deg=10.0,
@@ -63,7 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
       noise_std=(0.0, 0.03),
       hflip_prob=0.0,              # off: laterality matters in chest X-rays
   )
-  c.model = dict(
+
+
+def _model() -> dict:
+  """``config.model``: the encoder, the projectors and CV-SIM (``models/factory.py``)."""
+  return dict(
       encoder="resnet50",
       width=1.0,                   # ResNet channel multiplier
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
@@ -80,7 +85,12 @@ def base_config() -> ml_collections.ConfigDict:
       cvsim_heads=4,
       cvsim_mlp_ratio=2.0,
   )
-  c.objective = dict(              # OTCXR (method 'otcxr'), objectives/otcxr.py
+
+
+def _objective() -> dict:
+  """``config.objective``: OTCXR's hyperparameters (method 'otcxr';
+  ``objectives/otcxr.OTCXRObjectiveConfig``, which checks them)."""
+  return dict(
       alpha=50.0,                  # weight of L_OT
       beta=12.5,                   # weight of each view's variance term
       eta=1.0,                     # weight of each view's covariance term
@@ -96,19 +106,44 @@ def base_config() -> ml_collections.ConfigDict:
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
       global_weight=0.0,           # γ of an image-level VICReg term on mean tokens (0: the paper)
   )
-  # Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
-  # and the projector sizes from config.model (pooled features -> projector; BYOL's predictor
-  # has the projector's architecture, VICRegL's local projector too).
-  c.simclr = dict(temperature=0.1)
-  c.byol = dict(base_tau=0.996)    # EMA decay of the target network at step 0, cosine to 1
-  c.barlow_twins = dict(lambda_offdiag=5e-3, eps=1e-5)
-  c.vicreg = dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4)
-  c.vicregl = dict(
+
+
+# Baselines (objectives/<method>.py; defaults are each paper's). Every method reads the encoder
+# and the projector sizes from config.model (pooled features -> projector; BYOL's predictor
+# has the projector's architecture, VICRegL's local projector too).
+def _simclr() -> dict:
+  """``config.simclr``: SimCLR's hyperparameters (``objectives/simclr.SimCLRConfig``)."""
+  return dict(temperature=0.1)
+
+
+def _byol() -> dict:
+  """``config.byol``: BYOL's target schedule (``objectives/byol.BYOLConfig``)."""
+  return dict(base_tau=0.996)    # EMA decay of the target network at step 0, cosine to 1
+
+
+def _barlow_twins() -> dict:
+  """``config.barlow_twins``: Barlow Twins' hyperparameters
+  (``objectives/barlow_twins.BarlowTwinsConfig``)."""
+  return dict(lambda_offdiag=5e-3, eps=1e-5)
+
+
+def _vicreg() -> dict:
+  """``config.vicreg``: VICReg's hyperparameters (``objectives/vicreg.VICRegConfig``)."""
+  return dict(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4)
+
+
+def _vicregl() -> dict:
+  """``config.vicregl``: VICRegL's hyperparameters (``objectives/vicregl.VICRegLConfig``)."""
+  return dict(
       alpha=0.75, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, gamma=1.0, eps=1e-4,
       num_matches=(20, 4),         # location matches s->t, t->s (at most the dense map's cells)
       num_feature_matches=config_dict.placeholder(tuple),  # None: every cell
   )
-  c.optim = dict(
+
+
+def _optim() -> dict:
+  """``config.optim``: pretraining's optimiser and its schedule (``training/optim.py``)."""
+  return dict(
       name="lars",
       base_learning_rate=0.2,      # peak lr = base * batch / 256
       weight_decay=1e-6,
@@ -118,7 +153,11 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_steps=1000,
       grad_clip_norm=0.0,
   )
-  c.train = dict(
+
+
+def _train() -> dict:
+  """``config.train``: pretraining's loop (``training/loop.LoopConfig``) and activations' dtype."""
+  return dict(
       batch_size=256,              # global, over all devices and processes
       num_steps=100_000,
       log_every=50,
@@ -128,7 +167,12 @@ def base_config() -> ml_collections.ConfigDict:
       tensorboard=True,
       on_nonfinite="stop",         # non-finite loss/gradient: 'stop' (raise) or 'skip' the update
   )
-  c.probe = dict(
+
+
+def _probe() -> dict:
+  """``config.probe``: linear probes on frozen features and the encoder they read (modes
+  ``linear_probe``, ``knn``, ``segment``, the demo, and fine-tuning's linear-probe stage)."""
+  return dict(
       batch_size=256,              # feature extraction and probe training
       num_steps=1000,
       learning_rate=1e-2,
@@ -137,12 +181,21 @@ def base_config() -> ml_collections.ConfigDict:
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
       checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
   )
-  c.knn = dict(
+
+
+def _knn() -> dict:
+  """``config.knn``: mode ``knn``'s weighted kNN vote (``modes/knn.py``)."""
+  return dict(
       k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018; DINO's k)
       temperature=0.07,            # T of the vote weights exp(cosine / T); the cosine of
                                    # features centred on the bank's (training split's) mean
   )
-  c.segment = dict(                # mode 'segment' (modes/segment.py); encoder from probe.init
+
+
+def _segment() -> dict:
+  """``config.segment``: mode ``segment`` (``modes/segment.py``); its encoder comes from
+  ``probe.init``."""
+  return dict(
       split="train",               # training split ('train_10pct' etc. for a label fraction)
       batch_size=16,               # global, also the evaluation batch
       num_steps=10_000,
@@ -161,10 +214,14 @@ def base_config() -> ml_collections.ConfigDict:
       brightness=0.1,
       contrast=0.1,
   )
-  # Fine-tuning (modes/finetune.py), LP-FT: the head on frozen standardised features (stage 1),
-  # then the whole network from it (stage 2). Epochs are passes over `split`; each *_steps /
-  # eval_every field, when set (not None), replaces its epoch field.
-  c.finetune = dict(
+
+
+# Fine-tuning (modes/finetune.py), LP-FT: the head on frozen standardised features (stage 1),
+# then the whole network from it (stage 2). Epochs are passes over `split`; each *_steps /
+# eval_every field, when set (not None), replaces its epoch field.
+def _finetune() -> dict:
+  """``config.finetune``: mode ``finetune`` (``modes/finetune.py``)."""
+  return dict(
       split="train_10pct",         # label fraction: one of FINETUNE_SPLITS
       init="pretrained",           # encoder start: 'pretrained' (checkpoint_dir) or 'random'
       checkpoint_dir="",           # any run's checkpoint directory holding an encoder
@@ -185,7 +242,11 @@ def base_config() -> ml_collections.ConfigDict:
       crop_scale=(0.7, 1.0),       # training view: random resized crop of this area fraction,
       rotation_deg=5.0,            # rotated by U(-rotation_deg, rotation_deg); no photometric
   )
-  c.localize = dict(               # mode 'localize' (modes/localize.py): heatmaps against boxes
+
+
+def _localize() -> dict:
+  """``config.localize``: mode ``localize`` (``modes/localize.py``): heatmaps against boxes."""
+  return dict(
       methods=("cam", "attention", "transport"),  # of evaluation/localization.METHODS
       classifier_workdir="",       # 'cam': the fine-tuning run whose classifier is explained
       init="pretrained",           # 'attention'/'transport': pretraining network, or 'random' init
@@ -196,15 +257,60 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=32,
       num_examples=8,              # instances drawn in localize_examples.png
   )
-  c.report = dict(
+
+
+def _report() -> dict:
+  """``config.report``: the demo's report and mode ``report`` (``modes/report.py``)."""
+  return dict(
       num_correspondences=12,      # strongest transport-plan matches drawn
       workdirs=(),                 # mode 'report': evaluation workdirs collected into report.md
   )
-  c.distributed = dict(            # multi-process runs (training/distributed.py)
+
+
+def _distributed() -> dict:
+  """``config.distributed``: multi-process runs (``training/distributed.py``)."""
+  return dict(
       coordinator_address="",      # 'host:port' of process 0; '' = env / cluster detection
       num_processes=0,             # 0 = env / cluster detection; 1 = single process
       process_id=-1,               # -1 = env / cluster detection
   )
+
+
+# Each section of the config and the function giving its defaults, in the config's order.
+_SECTIONS = {
+    "data": _data,
+    "augment": _augment,
+    "model": _model,
+    "objective": _objective,
+    "simclr": _simclr,
+    "byol": _byol,
+    "barlow_twins": _barlow_twins,
+    "vicreg": _vicreg,
+    "vicregl": _vicregl,
+    "optim": _optim,
+    "train": _train,
+    "probe": _probe,
+    "knn": _knn,
+    "segment": _segment,
+    "finetune": _finetune,
+    "localize": _localize,
+    "report": _report,
+    "distributed": _distributed,
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field a run reads, with the documented defaults (paper-scale pretraining): the
+  top-level fields, then each section from its function in :data:`_SECTIONS`."""
+  c = ml_collections.ConfigDict()
+  c.mode = "pretrain"
+  c.seed = 0
+  c.method = "otcxr"               # pretraining method: one of METHODS
+  # A rerun of a workdir with another config than it was started with is refused unless this is
+  # True: then the change is accepted and recorded (training/workdir.py).
+  c.allow_config_change = False
+  for name, defaults in _SECTIONS.items():
+    c[name] = defaults()
   return c
 
 
@@ -219,6 +325,11 @@ def positive(c, fields: Iterable[str]) -> None:
   for f in fields:
     v = _get(c, f)
     require(isinstance(v, (int, float)) and v > 0, f, v, "a positive number")
+
+
+def _either(names: Iterable[str]) -> str:
+  """``"'a' or 'b'"``: what a field of one of ``names`` expects."""
+  return " or ".join(map(repr, names))
 
 
 def _get(c, dotted: str):
@@ -253,8 +364,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
     return
   require(c.model.encoder in ENCODERS, "model.encoder", c.model.encoder, f"one of {ENCODERS}")
-  require(c.model.stem in ("imagenet", "small"), "model.stem", c.model.stem,
-          "'imagenet' or 'small'")
+  require(c.model.stem in resnet.STEMS, "model.stem", c.model.stem, _either(resnet.STEMS))
   require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
           c.model.stem_stride, "a positive int")
   require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
@@ -264,7 +374,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
           "model.dense_stage", c.model.dense_stage,
           f"'dense' or a built stage {_built_stages(c.model)}")
   require(c.model.in_channels in (1, 3), "model.in_channels", c.model.in_channels, "1 or 3")
-  require(c.model.norm in ("batch", "group"), "model.norm", c.model.norm, "'batch' or 'group'")
+  require(c.model.norm in resnet.NORMS, "model.norm", c.model.norm, _either(resnet.NORMS))
   require(isinstance(c.model.norm_groups, int) and c.model.norm_groups >= 1, "model.norm_groups",
           c.model.norm_groups, "a positive int")
   require(c.train.compute_dtype in COMPUTE_DTYPES, "train.compute_dtype", c.train.compute_dtype,
@@ -314,9 +424,8 @@ def _validate_distributed(c: ml_collections.ConfigDict) -> None:
 
 
 def _validate_parts(c: ml_collections.ConfigDict) -> None:
-  """Field-level checks owned by the augmentation and objective modules."""
-  from otcxr_jax.data import augment
-  from otcxr_jax.objectives import otcxr
+  """Field-level checks owned by the augmentation module and by each method's objective (every
+  method's section, whichever runs), then the run's method's fields against the network's."""
   try:
     augment_config(c).validate()
   except ValueError as e:
@@ -324,32 +433,40 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
   require(c.method in METHODS, "method", c.method, f"one of {METHODS}")
   require(c.mode != "demo" or c.method == "otcxr", "method", c.method,
           "'otcxr' for mode 'demo' (its report draws transport plans)")
-  try:
-    objective_config(c).validate()
-  except ValueError as e:
-    raise ConfigError(f"config.objective: {e}") from None
-  require(c.method != "otcxr" or c.model.dense_stage == "dense" or c.objective.global_weight > 0,
+  for method in METHODS:
+    try:
+      method_config(c, method)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.{METHOD_SECTIONS[method]}: {e}") from None
+  check = _METHOD_CHECKS.get(c.method)
+  if check is not None:
+    check(c)
+
+
+def _check_otcxr(c: ml_collections.ConfigDict) -> None:
+  """OTCXR's dense map is the network's last unless an image-level term trains what follows."""
+  require(c.model.dense_stage == "dense" or c.objective.global_weight > 0,
           "model.dense_stage", c.model.dense_stage,
           "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
           "gradient, and the pooled features every evaluation reads would come from them at "
           "their initialisation; end the network there instead (model.num_stages)")
-  for method in METHODS[1:]:
-    try:
-      method_config(c, method)
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.{method}: {e}") from None
-  if c.method == "vicregl":
-    from otcxr_jax.models import factory  # builds an abstract encoder
-    grid = factory.dense_grid(c)
-    cells = grid[0] * grid[1]
-    matches = tuple(c.vicregl.num_matches)
-    require(max(matches) <= cells, "vicregl.num_matches", matches,
-            f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
-            f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
-    feature = c.vicregl.num_feature_matches
-    require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
-            f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
-  del augment, otcxr
+
+
+def _check_vicregl(c: ml_collections.ConfigDict) -> None:
+  """VICRegL's matches fit in the dense map (an abstract encoder gives its size)."""
+  grid = factory.dense_grid(c)
+  cells = grid[0] * grid[1]
+  matches = tuple(c.vicregl.num_matches)
+  require(max(matches) <= cells, "vicregl.num_matches", matches,
+          f"at most the {cells} cells of the {grid[0]}x{grid[1]} dense map "
+          f"(model.dense_stage={c.model.dense_stage!r} at data.image_size={c.data.image_size})")
+  feature = c.vicregl.num_feature_matches
+  require(feature is None or max(feature) <= cells, "vicregl.num_feature_matches", feature,
+          f"None or at most the {cells} cells of the {grid[0]}x{grid[1]} dense map")
+
+
+# Checks of a method's fields against the rest of the config, for the methods that have some.
+_METHOD_CHECKS = {"otcxr": _check_otcxr, "vicregl": _check_vicregl}
 
 
 def augment_config(c: ml_collections.ConfigDict):
@@ -365,17 +482,18 @@ def objective_config(c: ml_collections.ConfigDict):
 
 
 def method_config(c: ml_collections.ConfigDict, method: str | None = None):
-  """The validated hyperparameters of a baseline (default: ``c.method``) from ``config.<method>``.
+  """The validated hyperparameters of a pretraining method (default: ``c.method``) from its
+  section ``config.<METHOD_SECTIONS[method]>``.
 
-  An instance of the method's config class in ``objectives/baselines.BASELINES``; raises
+  An instance of the method's config class in ``objectives/registry.OBJECTIVES``; raises
   ValueError naming the first invalid field (TypeError for an unknown one).
   """
-  from otcxr_jax.objectives import baselines
   method = c.method if method is None else method
-  if method not in baselines.BASELINES:
-    raise ValueError(f"method {method!r} has no baseline config; expected one of "
-                     f"{tuple(baselines.BASELINES)}")
-  return baselines.BASELINES[method].config(**c[method])
+  if method not in METHODS:
+    raise ValueError(f"unknown pretraining method {method!r}; expected one of {METHODS}")
+  hparams = objective_registry.OBJECTIVES[method].config(**c[METHOD_SECTIONS[method]])
+  hparams.validate()
+  return hparams
 
 
 def _validate_finetune(c: ml_collections.ConfigDict) -> None:

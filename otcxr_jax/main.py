@@ -17,7 +17,7 @@ message naming it. The run's mode (``config.mode``) chooses what happens:
 * ``localize``: heatmaps (classifier CAM, CV-SIM attention, transport-cost maps)
   scored against the dataset's boxes (pointing game, IoU);
 * ``report``: collect the ``metrics.json`` of evaluation workdirs (``config.report.workdirs``)
-  into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.report``);
+  into one ``report.md`` with tables and plots (also ``python -m otcxr_jax.reporting``);
 * ``build_dataset``: build a TFDS dataset (real ones from ``config.data.manual_dir``).
 
 An interrupted run started again with the same ``--workdir`` resumes from its last checkpoint. On
@@ -47,8 +47,17 @@ _WORKDIR = flags.DEFINE_string(
 
 
 def default_workdir(config_path: str) -> str:
+  """``workdirs/<config name>``, the config file's argument's values appended:
+  ``configs/finetune.py:dataset=nih,fraction=1pct`` -> ``workdirs/finetune_nih_1pct`` (a bare
+  ``key`` item appends the key: ``...:dataset=synthetic,supervised`` ->
+  ``workdirs/finetune_synthetic_supervised``)."""
   from etils import epath
-  return str(epath.Path("workdirs") / epath.Path(config_path.split(":")[0]).stem)
+  path, _, arg = config_path.partition(":")
+  parts = [epath.Path(path).stem]
+  for item in filter(None, (i.strip() for i in arg.split(","))):
+    key, sep, value = item.partition("=")
+    parts.append(value.strip() if sep else key)
+  return str(epath.Path("workdirs") / "_".join(parts))
 
 
 def main(argv) -> None:
@@ -75,10 +84,13 @@ def _main() -> None:
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  from otcxr_jax.training import checkpoint as ckpt_lib
   try:
+    config = modes.resolve(config, workdir)  # an evaluation's network: the run it reads
     modes.validate(config)
     config_lib.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
-  except config_lib.ConfigError as e:
+  except (config_lib.ConfigError, ckpt_lib.NetworkConflictError) as e:
     print(f"Invalid config ({flags.FLAGS['config'].config_filename}): {e}", file=sys.stderr)
     sys.exit(2)
   from otcxr_jax.training import distributed
@@ -87,7 +99,6 @@ def _main() -> None:
   except ValueError as e:
     print(f"Cannot start the multi-process run: {e}", file=sys.stderr)
     sys.exit(2)
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
   logging.info("mode=%s workdir=%s", config.mode, workdir)
   module = modes.module(config.mode)
   from otcxr_jax.training import loop

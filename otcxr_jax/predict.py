@@ -54,7 +54,7 @@ import numpy as np
 from etils import epath
 
 from otcxr_jax import errors
-from otcxr_jax.data import datasets
+from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import classifier, localization
 from otcxr_jax.training import checkpoint as ckpt_lib
 from tfds_builders.cxr_base import images as image_io
@@ -265,7 +265,7 @@ def predict(checkpoint: str | epath.PathLike, files: Sequence[str | pathlib.Path
       heatmap = None
       if cams is not None:
         target = out / names(path)
-        view = np.asarray(localize.eval_view(stored[i][None], config.data.image_size))[0]
+        view = np.asarray(augment.whole_image_view(stored[i][None], config.data.image_size))[0]
         try:
           _heatmap_png(view, cams[i, ..., top],
                        f"{path.name}\nCAM of {class_names[top]} (p = {probabilities[i, top]:.3f})",
@@ -298,11 +298,11 @@ def predict(checkpoint: str | epath.PathLike, files: Sequence[str | pathlib.Path
 
 def format_table(result: dict[str, Any]) -> str:
   """Rows: classes; columns: files (names), probabilities to 3 decimals."""
-  from otcxr_jax.evaluation import report
+  from otcxr_jax.reporting import summary
   files = [pathlib.Path(p["file"]).name for p in result["predictions"]]
   rows = [[c] + [f"{p['probabilities'][c]:.3f}" for p in result["predictions"]]
           for c in result["classes"]]
-  return report.markdown_table(["class"] + files, rows)
+  return summary.markdown_table(["class"] + files, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

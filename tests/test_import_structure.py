@@ -3,8 +3,10 @@
 depend one way.
 
 Layers, from the ground up: ``objectives`` and ``models`` (arrays and networks) know nothing of
-configs, data, training, evaluation or modes; ``tfds_builders`` (the datasets) never imports
-``otcxr_jax``, which reads the datasets through it. ``preflight`` (run on TPU workers before a
+configs, data, training, evaluation, reporting or modes; ``evaluation`` (metrics, probes, kNN,
+localisation) knows nothing of ``reporting`` (tables, plots, reports), which reads its results;
+``tfds_builders`` (the datasets) never imports ``otcxr_jax``, which reads the datasets through
+it. ``preflight`` (run on TPU workers before a
 launch, possibly without the requirements) and ``colab`` (the notebook's set-up, run before they
 are installed) import no other project module.
 
@@ -22,17 +24,21 @@ PACKAGES = ("otcxr_jax", "tfds_builders")
 # prefix of the importing module -> prefixes it must not import
 FORBIDDEN = {
     "otcxr_jax.objectives": ("otcxr_jax.models", "otcxr_jax.data", "otcxr_jax.training",
-                             "otcxr_jax.evaluation", "otcxr_jax.modes", "otcxr_jax.config_lib",
-                             "otcxr_jax.methods", "otcxr_jax.main", "tfds_builders"),
+                             "otcxr_jax.evaluation", "otcxr_jax.reporting", "otcxr_jax.modes",
+                             "otcxr_jax.config_lib", "otcxr_jax.methods", "otcxr_jax.main",
+                             "tfds_builders"),
     "otcxr_jax.models": ("otcxr_jax.objectives", "otcxr_jax.data", "otcxr_jax.training",
-                         "otcxr_jax.evaluation", "otcxr_jax.modes", "otcxr_jax.config_lib",
-                         "otcxr_jax.methods", "otcxr_jax.main", "tfds_builders"),
-    "otcxr_jax.training": ("otcxr_jax.evaluation", "otcxr_jax.modes", "otcxr_jax.methods",
-                           "otcxr_jax.main"),
-    "otcxr_jax.evaluation": ("otcxr_jax.modes", "otcxr_jax.main"),
+                         "otcxr_jax.evaluation", "otcxr_jax.reporting", "otcxr_jax.modes",
+                         "otcxr_jax.config_lib", "otcxr_jax.methods", "otcxr_jax.main",
+                         "tfds_builders"),
+    "otcxr_jax.training": ("otcxr_jax.evaluation", "otcxr_jax.reporting", "otcxr_jax.modes",
+                           "otcxr_jax.methods", "otcxr_jax.main"),
+    "otcxr_jax.evaluation": ("otcxr_jax.reporting", "otcxr_jax.modes", "otcxr_jax.main"),
+    "otcxr_jax.reporting": ("otcxr_jax.modes", "otcxr_jax.main"),
     "otcxr_jax.config_lib": ("otcxr_jax.methods", "otcxr_jax.modes", "otcxr_jax.evaluation",
-                             "otcxr_jax.main"),
-    "otcxr_jax.methods": ("otcxr_jax.evaluation", "otcxr_jax.modes", "otcxr_jax.main"),
+                             "otcxr_jax.reporting", "otcxr_jax.main"),
+    "otcxr_jax.methods": ("otcxr_jax.evaluation", "otcxr_jax.reporting", "otcxr_jax.modes",
+                          "otcxr_jax.main"),
     "otcxr_jax.preflight": ("otcxr_jax", "tfds_builders"),
     "otcxr_jax.colab": ("otcxr_jax", "tfds_builders"),
     "tfds_builders": ("otcxr_jax",),

@@ -443,3 +443,18 @@ def center_view(images: jax.Array, out_size: int, *, crop_fraction: float = 1.0)
   lo, hi = 0.5 - 0.5 * crop_fraction, 0.5 + 0.5 * crop_fraction
   box = jnp.array([lo, lo, hi, hi], jnp.float32)
   return jax.vmap(lambda image: affine_crop(image, box, out_size=out_size))(images)
+
+
+def whole_image_view(images: jax.Array, size: int) -> jax.Array:
+  """uint8 ``(B, H, W, C)`` images as an evaluation shows them to a model: the whole image in
+  [0, 1], resampled to ``size x size`` by :func:`center_view` (``classifier.Scorer`` does the
+  same)."""
+  return center_view(images.astype(jnp.float32) / 255.0, size)
+
+
+def at_size(x: jax.Array, size: int) -> jax.Array:
+  """A floating ``(B, H, W, C)`` batch (images in [0, 1], or masks) at ``size x size``: unchanged
+  (as float32) when it is already, else resized by :func:`center_view`."""
+  if x.shape[1:3] == (size, size):
+    return x.astype(jnp.float32)
+  return center_view(x.astype(jnp.float32), size)

@@ -2,8 +2,8 @@
 
 Two ways, one builder (docs/datasets.md):
 
-* ``python -m otcxr_jax.main --config configs/build_<name>.py --config.data.manual_dir=/path``
-  (``mode='build_dataset'``) calls ``build_dataset``;
+* ``python -m otcxr_jax.main --config configs/build.py:dataset=nih --config.data.manual_dir=/path``
+  (``mode='build_dataset'``; ``dataset=nih|vinbig|rsna|siim``) calls ``build_dataset``;
 * ``python -m otcxr_jax.data.build tfds_builders/<name> --manual_dir=/path --config=224`` runs
   the ``build`` command of TFDS's ``tfds`` launcher (same arguments) without the launcher, which
   in tensorflow-datasets 4.9.10 needs apache-beam, not a dependency of this project. ``--config``

@@ -13,6 +13,7 @@ import importlib
 
 import jax
 import ml_collections
+from etils import epath
 from jax.experimental import multihost_utils
 
 from otcxr_jax.data import tfds_source
@@ -63,6 +64,27 @@ def split_source(config: ml_collections.ConfigDict, split: str):
         f"{e} Process 0 built it in data.data_dir={d.data_dir!r}, which process "
         f"{jax.process_index()} does not see: in a multi-process run data.data_dir must be shared "
         f"by all hosts (a gs:// bucket or a shared filesystem).") from e
+
+
+def dataset_name(config: ml_collections.ConfigDict) -> str:
+  """``'<data.name>/<builder config name>'``, the dataset a run read as its results record it."""
+  builder = builder_config(config)
+  return f"{config.data.name}/{getattr(builder, 'name', builder)}"
+
+
+def features(config: ml_collections.ConfigDict) -> frozenset[str]:
+  """The features ``config.data``'s dataset stores (``'image'``, ``'labels'``, ``'boxes'``,
+  ``'mask'``, ...), read from its builder's info: nothing is built or read."""
+  import tensorflow_datasets as tfds
+  name = config.data.name
+  importlib.import_module(f"tfds_builders.{name}")  # registers the builder
+  cls = tfds.builder_cls(name)
+  config_of_builder = builder_config(config)
+  if isinstance(config_of_builder, str) and hasattr(cls, "config_for"):
+    config_of_builder = cls.config_for(config_of_builder)
+  builder = cls(config=config_of_builder,
+                data_dir=str(epath.Path(config.data.data_dir).expanduser()))
+  return frozenset(builder.info.features)
 
 
 def class_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ use (prediction, heatmaps)::
     from otcxr_jax.data import datasets
     from otcxr_jax.evaluation import classifier
 
-    config, encoder, head = classifier.load_classifier("workdirs/finetune_synthetic_10pct")
+    config, encoder, head = classifier.load_classifier("workdirs/finetune_synthetic")
     source = datasets.split_source(config, config.data.test_split)
     scores, labels = classifier.predict(classifier.Classifier(encoder, head), source,
                                         image_size=config.data.image_size, batch_size=64)
@@ -30,7 +30,6 @@ token instead.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Callable, NamedTuple
 
 import jax
@@ -40,12 +39,13 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import config_lib
 from otcxr_jax.data import augment, datasets
-from otcxr_jax.evaluation import checkpoints, features
+from otcxr_jax.evaluation import features
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.models import factory
+from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import sharding
+from otcxr_jax.training import workdir as workdir_lib
 
 RUN_NAME = "finetune"  # the fine-tuning run's name: checkpoints/finetune, checkpoints/finetune_best
 
@@ -163,7 +163,7 @@ def predict(model: nnx.Module, source, *, image_size: int, batch_size: int, mesh
 
 def best_checkpoint_dir(workdir: str | epath.PathLike) -> epath.Path:
   """``<workdir>/checkpoints/finetune_best``: the selected state of a fine-tuning run."""
-  return epath.Path(workdir) / "checkpoints" / f"{RUN_NAME}_best"
+  return epath.Path(workdir) / "checkpoints" / ckpt_lib.MODEL_CHECKPOINTS[RUN_NAME]
 
 
 class LoadedClassifier(NamedTuple):
@@ -171,21 +171,6 @@ class LoadedClassifier(NamedTuple):
   config: ml_collections.ConfigDict
   encoder: nnx.Module
   head: LinearClassifier
-
-
-def load_config(workdir: str | epath.PathLike) -> ml_collections.ConfigDict:
-  """The config a run saved in ``<workdir>/config.json``, on top of today's defaults (locked).
-
-  Raises:
-    FileNotFoundError: the workdir has no ``config.json``.
-  """
-  path = epath.Path(workdir) / "config.json"
-  if not path.exists():
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not the workdir of a run.")
-  config = config_lib.base_config()
-  config.update(json.loads(path.read_text()))
-  config.lock()
-  return config
 
 
 def load_classifier(workdir: str | epath.PathLike) -> LoadedClassifier:
@@ -203,13 +188,13 @@ def load_classifier(workdir: str | epath.PathLike) -> LoadedClassifier:
     ValueError: ``workdir`` is not a fine-tuning run's, or its checkpoint does not match its
       config (the message names the first differing parameter).
   """
-  config = load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   if config.mode != RUN_NAME:
     raise ValueError(f"{epath.Path(workdir) / 'config.json'} is a {config.mode!r} run's config; "
                      f"load_classifier needs a '{RUN_NAME}' run's workdir.")
   num_classes = len(datasets.class_names(config))
   abstract = nnx.eval_shape(lambda: build_classifier(config, num_classes))
-  model, _ = checkpoints.restore_module(
+  model, _ = ckpt_lib.restore_module(
       abstract, best_checkpoint_dir(workdir),
       source=f"the selected state of the fine-tuning run in {workdir}",
       hint="Set config.model to the values of the run that wrote it (see its config.json); a "

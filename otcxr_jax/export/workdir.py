@@ -15,12 +15,14 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import checkpoints, classifier
+from otcxr_jax.evaluation import classifier
 from otcxr_jax.export import onnx_resnet, safetensors_io
 from otcxr_jax.models import LinearClassifier
+from otcxr_jax.training import checkpoint as ckpt_lib
+from otcxr_jax.training import workdir as workdir_lib
 
 FORMATS = ("safetensors", "onnx")
-PRETRAINING_MODES = ("pretrain", "demo")
+PRETRAINING_MODES = ckpt_lib.PRETRAINING_MODES
 
 
 class RunModel(NamedTuple):
@@ -39,15 +41,13 @@ def load_run(workdir: str | epath.PathLike) -> RunModel:
     ValueError: the run is of a mode without an exportable model, or its checkpoint does not
       match its config.
   """
-  config = classifier.load_config(workdir)
+  config = workdir_lib.load_config(workdir)
   if config.mode == classifier.RUN_NAME:
     loaded = classifier.load_classifier(workdir)
     return RunModel(config, loaded.encoder, loaded.head, datasets.class_names(config))
   if config.mode in PRETRAINING_MODES:
-    encoder, _ = checkpoints.load_encoder(
-        config, checkpoints.default_checkpoint_dir(workdir),
-        source=f"the pretraining checkpoints of {workdir}")
-    return RunModel(config, encoder, None, None)
+    restored = ckpt_lib.restore_network(workdir, config, source=f"the pretraining run {workdir}")
+    return RunModel(config, restored.module, None, None)
   raise ValueError(f"{workdir} holds a {config.mode!r} run; export reads the workdir of a "
                    f"pretraining ({', '.join(PRETRAINING_MODES)}) or a fine-tuning "
                    f"('{classifier.RUN_NAME}') run.")

@@ -1,7 +1,7 @@
-"""OTCXR's pretraining loss: two augmented views of each image through the network
-(``models.OTCXRModel``: encoder -> dense projector -> CV-SIM), then ``objectives/otcxr.otcxr_loss``
-on the two views' dense tokens, with the crop geometry's location prior or location-matched MSE
-where ``config.objective`` asks for them. The network is built by ``models/factory.py``.
+"""OTCXR, the paper's method: two augmented views of each image through the network
+(``models.OTCXRModel``: encoder -> dense projector -> CV-SIM, ``factory.otcxr_model``), then
+``objectives/otcxr.otcxr_loss`` on the two views' dense tokens, with the crop geometry's location
+prior or location-matched MSE where ``config.objective`` asks for them. No EMA target.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import ml_collections
 from otcxr_jax import config_lib
 from otcxr_jax import models
 from otcxr_jax.data import augment
+from otcxr_jax.methods import common
 from otcxr_jax.methods import views as views_lib
+from otcxr_jax.models import factory
 from otcxr_jax.objectives import otcxr as otcxr_objective
 
 
@@ -52,3 +54,6 @@ def make_loss_fn(config: ml_collections.ConfigDict):
     return loss, {k: v for k, v in aux.items() if k != otcxr_objective.PLAN_KEY}
 
   return loss_fn
+
+
+METHOD = common.Method("otcxr", build_model=factory.otcxr_model, make_loss_fn=make_loss_fn)

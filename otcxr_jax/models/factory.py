@@ -1,12 +1,15 @@
 """Networks from a run's config: the one place an encoder or a pretraining network is built.
 
 Pretraining, every evaluation that restores a pretraining checkpoint, the config's validation
-(:func:`dense_grid`) and the exports call these, so a checkpoint of any method is read back into
-the structure that wrote it. The functions read ``config.model``, ``config.data.image_size``,
-``config.train.compute_dtype`` and ``config.method``; they know nothing of training or data.
+(:func:`dense_grid`) and the exports build their networks with these (a pretraining network
+through ``methods.build_model``, which picks the method's builder here), so a checkpoint of any
+method is read back into the structure that wrote it. The functions read ``config.model``,
+``config.data.image_size`` and ``config.train.compute_dtype``; they know nothing of training or
+data.
 
-Every pretraining network starts with the same encoder: it is built first, from the same
-``rngs``, whatever ``config.method`` is, so all methods start from the same encoder weights.
+Every pretraining network starts with the same encoder: ``methods.build_model`` builds it first,
+from the same ``rngs``, whatever ``config.method`` is, so all methods start from the same encoder
+weights; the builders here take it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from otcxr_jax.models.otcxr import OTCXRModel
 from otcxr_jax.models.siamese import SiameseModel
 
 
+# train.compute_dtype -> the activations' dtype (parameters stay float32).
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def compute_dtype(config: ml_collections.ConfigDict):
   """``train.compute_dtype``: the activations' dtype (parameters stay float32)."""
-  return jnp.bfloat16 if config.train.compute_dtype == "bfloat16" else jnp.float32
+  return COMPUTE_DTYPES[config.train.compute_dtype]
 
 
 def stem_stride(model: ml_collections.ConfigDict) -> int:
@@ -51,18 +58,10 @@ def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Encoder:
   return models.build_encoder(m.encoder, **kwargs)
 
 
-def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> nnx.Module:
-  """The pretraining network of ``config.method``: an ``OTCXRModel`` for OTCXR, a
-  ``SiameseModel`` for the baselines; its encoder is built first, from ``rngs``."""
-  encoder = build_encoder(config, rngs)
-  if config.method == "otcxr":
-    return _otcxr_model(config, encoder, rngs)
-  return _siamese_model(config, encoder, rngs)
-
-
-def _otcxr_model(config: ml_collections.ConfigDict, encoder: Encoder,
-                 rngs: nnx.Rngs) -> OTCXRModel:
-  """Encoder -> dense projector -> CV-SIM (unless ``model.cvsim`` is off)."""
+def otcxr_model(config: ml_collections.ConfigDict, encoder: Encoder,
+                rngs: nnx.Rngs) -> OTCXRModel:
+  """OTCXR's network around ``encoder``: dense projector -> CV-SIM (unless ``model.cvsim`` is
+  off)."""
   m = config.model
   dtype = compute_dtype(config)
   projector = DenseProjector(dense_channels(encoder, m.dense_stage), m.projector_hidden,
@@ -73,18 +72,21 @@ def _otcxr_model(config: ml_collections.ConfigDict, encoder: Encoder,
   return OTCXRModel(encoder, projector, cvsim, dense_stage=m.dense_stage)
 
 
-def _siamese_model(config: ml_collections.ConfigDict, encoder: Encoder,
-                   rngs: nnx.Rngs) -> SiameseModel:
-  """The two-view network of a baseline around ``encoder``: pooled features -> projector; BYOL
-  adds a predictor and an EMA target, VICRegL a position-wise projector of the dense map."""
-  method, m = config.method, config.model
+def siamese_model(config: ml_collections.ConfigDict, encoder: Encoder, rngs: nnx.Rngs, *,
+                  predictor: bool = False, ema_target: bool = False,
+                  local_projector: bool = False) -> SiameseModel:
+  """A two-view network around ``encoder``: pooled features -> projector; with ``predictor`` a
+  predictor after it and with ``ema_target`` an EMA target (BYOL), with ``local_projector`` a
+  position-wise projector of the dense map (VICRegL). The MLPs are built in that order from
+  ``rngs``, all with the projector's sizes (``config.model.projector_*``)."""
+  m = config.model
   mlp = functools.partial(DenseProjector, hidden_dim=m.projector_hidden,
                           out_dim=m.projector_dim, num_layers=m.projector_layers,
                           dtype=compute_dtype(config), rngs=rngs)
   projector = mlp(encoder.num_features)
-  predictor = mlp(m.projector_dim) if method == "byol" else None
-  local = mlp(dense_channels(encoder, m.dense_stage)) if method == "vicregl" else None
-  return SiameseModel(encoder, projector, predictor=predictor, ema_target=method == "byol",
+  predictor_mlp = mlp(m.projector_dim) if predictor else None
+  local = mlp(dense_channels(encoder, m.dense_stage)) if local_projector else None
+  return SiameseModel(encoder, projector, predictor=predictor_mlp, ema_target=ema_target,
                       local_projector=local, dense_stage=m.dense_stage)
 
 

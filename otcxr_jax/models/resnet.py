@@ -46,6 +46,8 @@ def _conv(
 
 
 NORMS = ("batch", "group")
+# The stems: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "small" (3x3 conv, no pool).
+STEMS = ("imagenet", "small")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +241,7 @@ class ResNet(nnx.Module):
       raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     if num_classes is not None and num_classes < 1:
       raise ValueError(f"num_classes must be >= 1 or None, got {num_classes}")
-    if stem not in ("imagenet", "small"):
+    if stem not in STEMS:
       raise ValueError(f"stem must be 'imagenet' or 'small', got {stem!r}")
     if stem_stride < 1:
       raise ValueError(f"stem_stride must be >= 1, got {stem_stride}")

@@ -8,7 +8,7 @@ modules of the same names, with every ``nnx.Param`` turned into a :class:`Target
 
 * the train state splits parameters with the ``nnx.Param`` filter, so target weights land in
   ``TrainState.model_state`` (not trained, no gradient, no optimiser state) and are checkpointed,
-  restored and rebuilt (``factory.build_model``) with the rest of the model;
+  restored and rebuilt (``methods.build_model``) with the rest of the model;
 * the train step (``training/state.py``) moves them towards their online twins after each update
   (:func:`target_pairs` gives the pairs).
 """

@@ -2,8 +2,9 @@
 with ``run(config, workdir)`` and, where the mode has a config section of its own to check,
 ``validate(config)``.
 
-:data:`MODES` is the one list of mode names; :func:`validate` checks a run's config: the mode, the
-sections every mode shares (``config_lib.validate``), then the mode's own.
+:data:`MODES` is the one list of mode names; :func:`resolve` gives an evaluation's config the
+network of the run it reads (``modes/network.py``); :func:`validate` checks a run's config: the
+mode, the sections every mode shares (``config_lib.validate``), then the mode's own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def module(mode: str) -> types.ModuleType:
   if mode not in MODES:
     raise config_lib.ConfigError(f"config.mode={mode!r}: expected one of {MODES}.")
   return importlib.import_module(f"{__name__}.{mode}")
+
+
+def resolve(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """The config a run of ``config.mode`` in ``workdir`` runs with: an evaluation's with the network
+  fields of the run it reads (``network.resolve``), any other unchanged."""
+  from otcxr_jax.modes import network
+  return network.resolve(config, workdir)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

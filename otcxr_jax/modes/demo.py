@@ -21,11 +21,11 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from otcxr_jax import config_lib
+from otcxr_jax import config_lib, methods
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics, report, visualize
-from otcxr_jax.models import factory
+from otcxr_jax.evaluation import diagnostics, features, linear_probe, metrics
 from otcxr_jax.modes import pretrain
+from otcxr_jax.reporting import demo_report, visualize
 from otcxr_jax.training import summaries
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
@@ -55,7 +55,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   class_names = datasets.class_names(config)
   print0(f"[demo] extracting features: " +
          ", ".join(f"{k} {len(v):,}" for k, v in sources.items()))
-  random_model = factory.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
+  random_model = methods.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
   feats = {
       "OTCXR": probe_features(config, model.encoder, sources),
       "random init": probe_features(config, random_model.encoder, sources),
@@ -64,7 +64,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # BatchNorm: the random encoder in eval mode does not normalise at all (running mean 0,
     # variance 1); the same weights with statistics estimated on data are a second floor.
     recalibrated = features.recalibrate_batch_stats(
-        factory.build_model(config, nnx.Rngs(config.seed)).encoder, sources["train"],
+        methods.build_model(config, nnx.Rngs(config.seed)).encoder, sources["train"],
         image_size=config.data.image_size, batch_size=config.train.batch_size)
     feats["random init, data BN stats"] = probe_features(config, recalibrated, sources)
   feats["raw pixels"] = {k: features.downsampled_pixels(src, size=config.probe.pixel_floor_size,
@@ -117,7 +117,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   if jax.process_index() == 0:
     (workdir / "metrics.json").write_text(json.dumps(result, indent=2))
-    report.write_demo_report(workdir, config=config, result=result, history=pre.history,
+    demo_report.write_demo_report(workdir, config=config, result=result, history=pre.history,
                              probes=probes, class_names=class_names, pairs=pairs)
   summaries.write_results(workdir, "demo", result, step=config.train.num_steps,
                           enabled=config.train.tensorboard)  # beside pretraining's curves

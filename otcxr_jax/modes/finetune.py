@@ -2,10 +2,11 @@
 validation, tested once.
 
 1. *Start.* ``config.finetune.init='pretrained'``: the encoder variables (parameters and BatchNorm
-   statistics) of the latest checkpoint in ``finetune.checkpoint_dir``, which may be any run's
-   whose model has an ``encoder``: a pretraining run (``<workdir>/checkpoints/pretrain``) or a
-   fine-tuning run (``<workdir>/checkpoints/finetune_best``, its selected state); ``'random'``:
-   the encoder pretraining starts from. The classifier (``evaluation/classifier.py``) is that
+   statistics) of the latest checkpoint of the run ``finetune.checkpoint_dir`` names
+   (``modes/network.py``), a pretraining run (its workdir, or ``<workdir>/checkpoints/pretrain``)
+   or a fine-tuning run (its workdir, or ``<workdir>/checkpoints/finetune_best``: its selected
+   state); ``'random'``: the encoder pretraining starts from, of the named run's network (of
+   ``config.model`` when none is named). The classifier (``evaluation/classifier.py``) is that
    encoder and a :class:`~otcxr_jax.models.LinearClassifier` that standardises the pooled features
    with fixed statistics: the per-feature mean and standard deviation of the pooled features of
    ``finetune.split`` under this initial encoder (evaluation views), stored in the head as
@@ -83,15 +84,14 @@ from flax import nnx
 
 from otcxr_jax import config_lib, models
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import (checkpoints, classifier, linear_probe, metrics, plots,
-                                  score_files, summary)
+from otcxr_jax.evaluation import classifier, linear_probe, metrics, score_files
 from otcxr_jax.models import LinearClassifier
-from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
-from otcxr_jax.models import factory
+from otcxr_jax.modes import network
+from otcxr_jax.reporting import plots, summary
 
 RUN_NAME = classifier.RUN_NAME
 LABEL_FRACTIONS = {"train_1pct": 0.01, "train_10pct": 0.1, "train": 1.0}
@@ -168,15 +168,9 @@ def linear_probe_budget(config: ml_collections.ConfigDict, num_images: int) -> S
 
 
 def initial_encoder(config: ml_collections.ConfigDict) -> tuple[nnx.Module, dict]:
-  """The encoder ``config.finetune.init`` selects, and a description of where it comes from."""
-  f = config.finetune
-  if f.init == "random":
-    return factory.build_encoder(config, nnx.Rngs(config.seed)), {"init": "random"}
-  encoder, step = checkpoints.load_encoder(config, f.checkpoint_dir,
-                                           source="config finetune.checkpoint_dir")
-  return encoder, {"init": "pretrained",
-                   "checkpoint_dir": str(ckpt_lib.absolute(f.checkpoint_dir)),
-                   "checkpoint_step": step}
+  """The encoder ``config.finetune.init`` selects (``config`` resolved by ``network.resolve``),
+  and a description of where it comes from."""
+  return network.encoder(config, "", with_step=True)
 
 
 def make_loss_fn(config: ml_collections.ConfigDict) -> state_lib.LossFn:
@@ -415,8 +409,13 @@ def _finite_or_none(x: float) -> float | None:
   return x if math.isfinite(x) else None
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
   f = config.finetune

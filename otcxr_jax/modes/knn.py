@@ -16,19 +16,25 @@ import ml_collections
 from etils import epath
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import checkpoints, knn, summary
-from otcxr_jax.modes import linear_probe
+from otcxr_jax.evaluation import knn
+from otcxr_jax.modes import linear_probe, network
+from otcxr_jax.reporting import summary
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
 RUN_NAME = "knn"
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
-  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  encoder, origin = network.encoder(config, workdir)
   print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
          ", ".join(f"{k} {v}" for k, v in origin.items()))
   feats = linear_probe.frozen_features(config, encoder, run_name=RUN_NAME)

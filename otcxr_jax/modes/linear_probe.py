@@ -1,7 +1,8 @@
 """Frozen-encoder linear probe of a pretraining run (or of the same encoder at random init).
 
-1. the encoder ``config.probe.init`` selects: the latest checkpoint of ``config.probe.checkpoint_dir``
-   (default ``<workdir>/checkpoints/pretrain``) or pretraining's random initialisation;
+1. the encoder ``config.probe.init`` selects (``modes/network.py``): that of the latest checkpoint
+   of the run ``config.probe.checkpoint_dir`` names (default: the pretraining run in
+   ``<workdir>``), or the same network at its initialisation;
 2. frozen pooled features of the train, validation and test splits;
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
@@ -20,7 +21,9 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import checkpoints, features, linear_probe, score_files, summary
+from otcxr_jax.evaluation import features, linear_probe, score_files
+from otcxr_jax.modes import network
+from otcxr_jax.reporting import summary
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
@@ -42,11 +45,16 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
   return out
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
-  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  encoder, origin = network.encoder(config, workdir)
   print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
          ", ".join(f"{k} {v}" for k, v in origin.items()))
   feats = frozen_features(config, encoder)

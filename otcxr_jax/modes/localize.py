@@ -5,16 +5,16 @@
    ``BBox_List_2017.csv``), each (image, boxed class) pair one finding instance.
 2. *Heatmaps*, the methods of ``localize.methods`` (definitions in
    ``evaluation/localization.py``), on the whole image resized to the model's input size
-   (``augment.center_view``, as every evaluation does):
+   (``augment.whole_image_view``, as every evaluation does):
 
    * ``'cam'``: the class activation map of the instance's class for the classifier a fine-tuning
      run selected (``localize.classifier_workdir``, read with ``classifier.load_classifier``):
      for its linear head on average-pooled ResNet features, Grad-CAM before its ReLU (why CAM is
      scored: ``evaluation/localization.py``);
-   * ``'attention'`` and ``'transport'``: maps of the pretraining network (``config.model`` and
-     ``config.objective`` describe it; ``localize.init='pretrained'`` reads the latest checkpoint
-     of ``localize.checkpoint_dir``, default ``<workdir>/checkpoints/pretrain``, and ``'random'``
-     is its initialisation), all views unaugmented. ``'attention'``: with *identity views* (the
+   * ``'attention'`` and ``'transport'``: maps of the pretraining network of the run
+     ``localize.checkpoint_dir`` names (``modes/network.py``: its ``config.json`` gives
+     ``model`` and ``objective``; ``localize.init='pretrained'`` reads its latest checkpoint,
+     ``'random'`` is its initialisation), all views unaugmented. ``'attention'``: with *identity views* (the
      image as view s and as view t), the CV-SIM attention each position receives
      (``localization.attention_received``). ``'transport'``: view s the image, view t each of
      ``localize.num_references`` *normal references* (the first images of ``data.train_split``
@@ -40,7 +40,6 @@ process computes them and process 0 writes.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import time
 from typing import Any, Callable
 
@@ -54,8 +53,9 @@ from flax import nnx
 from otcxr_jax import config_lib, models
 from otcxr_jax.config_lib import require
 from otcxr_jax.data import augment, datasets
-from otcxr_jax.evaluation import checkpoints, classifier, localization, plots, summary
-from otcxr_jax.models import factory
+from otcxr_jax.evaluation import classifier, localization
+from otcxr_jax.reporting import plots, summary
+from otcxr_jax.modes import network
 from otcxr_jax.objectives import ot
 from otcxr_jax.objectives import otcxr as otcxr_objective
 from otcxr_jax.training import checkpoint as ckpt_lib
@@ -72,17 +72,9 @@ HeatmapFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def dataset_has_boxes(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.data``'s dataset stores ``boxes`` and ``box_labels`` (read from its
-  builder's info; nothing is built or read)."""
-  import tensorflow_datasets as tfds
-  name = config.data.name
-  importlib.import_module(f"tfds_builders.{name}")  # registers the builder
-  cls = tfds.builder_cls(name)
-  builder_config = datasets.builder_config(config)
-  if isinstance(builder_config, str) and hasattr(cls, "config_for"):
-    builder_config = cls.config_for(builder_config)
-  builder = cls(config=builder_config, data_dir=str(epath.Path(config.data.data_dir).expanduser()))
-  return {"boxes", "box_labels"} <= set(builder.info.features)
+  """Whether ``config.data``'s dataset stores ``boxes`` and ``box_labels`` (its builder's info;
+  nothing is built or read)."""
+  return {"boxes", "box_labels"} <= datasets.features(config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,12 +144,6 @@ def images_with_boxes(source) -> BoxedImages:
                      image_ids=[np.asarray(r["image_id"]).astype(str).item() for r in kept])
 
 
-def eval_view(images: jax.Array, size: int) -> jax.Array:
-  """uint8 ``(B, H, W, C)`` images as evaluation views them: whole, resized to ``size``, in
-  [0, 1] (``classifier.Scorer`` does the same)."""
-  return augment.center_view(images.astype(jnp.float32) / 255.0, size)
-
-
 def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.ndarray]:
   """``images uint8 (B, H, W, C) -> (B, h, w, K)`` class activation maps of every class, jitted.
 
@@ -177,27 +163,10 @@ def cam_fn(loaded: classifier.LoadedClassifier) -> Callable[[np.ndarray], np.nda
   @jax.jit
   def fn(state, images):
     model = nnx.merge(graphdef, state, copy=True)
-    dense = model.encoder(eval_view(images, size)).dense
+    dense = model.encoder(augment.whole_image_view(images, size)).dense
     return localization.class_activation_maps(dense, model.head.affine()[0])
 
   return lambda images: np.asarray(fn(state, images))
-
-
-def pretraining_model(config: ml_collections.ConfigDict, workdir: str | epath.PathLike
-                      ) -> tuple[models.OTCXRModel, dict[str, Any]]:
-  """The pretraining network ``localize.init`` selects, in eval mode, and where it comes from."""
-  l = config.localize
-  if l.init == "random":
-    model = factory.build_model(config, nnx.Rngs(config.seed))
-    model.eval()
-    return model, {"init": "random"}
-  directory = l.checkpoint_dir or checkpoints.default_checkpoint_dir(workdir)
-  abstract = nnx.eval_shape(lambda: factory.build_model(config, nnx.Rngs(config.seed)))
-  model, step = checkpoints.restore_module(
-      abstract, directory, source="config localize.checkpoint_dir",
-      hint="Set config.model to the pretraining run's values (see its config.json).")
-  return model, {"init": "pretrained", "checkpoint_dir": str(ckpt_lib.absolute(directory)),
-                 "checkpoint_step": step}
 
 
 def normal_references(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
@@ -253,14 +222,14 @@ def pretraining_heatmap_fn(config: ml_collections.ConfigDict, model: models.OTCX
   @jax.jit
   def fn(state, images, references):
     net = nnx.merge(graphdef, state, copy=True)
-    x = eval_view(images, size)
+    x = augment.whole_image_view(images, size)
     maps = {}
     if "attention" in methods:
       out = net(x, x, return_attention=True)
       maps["attention"] = localization.attention_received(out.attention_s, out.grid)[..., None]
     if "transport" in methods:
       per_reference = jax.lax.map(lambda r: transport_cost(net, x, r),
-                                  eval_view(references, size))
+                                  augment.whole_image_view(references, size))
       maps["transport"] = jnp.mean(per_reference, axis=0)[..., None]
     return maps
 
@@ -330,38 +299,18 @@ def plot_examples(data: BoxedImages, instances: list[localization.Instance],
                   class_names: tuple[str, ...], path: epath.Path, *, size: int) -> str:
   """One row per chosen instance: the image with the class's boxes, then each method's heatmap
   overlaid (its maximum marked, pointing-game outcome and IoU in the title)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from matplotlib import patches
-  columns = 1 + len(results)
-  fig, axes = plt.subplots(len(chosen), columns, figsize=(2.4 * columns, 2.5 * len(chosen)),
-                           squeeze=False)
-  for row, i in enumerate(chosen):
+  rows = []
+  for i in chosen:
     u = instances[i]
-    image = np.asarray(eval_view(data.images[u.image][None], size))[0, ..., 0]
-    boxes = data.boxes[u.image][data.box_labels[u.image] == u.label]
-    panels = [(None, f"{class_names[u.label]}\n{data.image_ids[u.image]}")]
+    image = np.asarray(augment.whole_image_view(data.images[u.image][None], size))[0, ..., 0]
+    boxes = plots.box_outlines(data.boxes[u.image][data.box_labels[u.image] == u.label], size)
+    row = [(image, f"{class_names[u.label]}\n{data.image_ids[u.image]}", boxes)]
     for method, r in results.items():
       verdict = "hit" if r.scores.hits[i] else "miss"
-      panels.append((r.shown[i], f"{method}: {verdict}, IoU {r.scores.ious[i]:.2f}"))
-    for col, (heat, title) in enumerate(panels):
-      ax = axes[row, col]
-      ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-      if heat is not None:
-        span = np.ptp(heat)
-        ax.imshow((heat - heat.min()) / span if span > 0 else np.zeros_like(heat), cmap="jet",
-                  alpha=0.45, vmin=0, vmax=1)
-        if span > 0:
-          y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-          ax.plot(x, y, "w+", ms=10, mew=2)
-      for y0, x0, y1, x1 in boxes * size:
-        ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                       edgecolor="lime", lw=1.5))
-      ax.set_title(title, fontsize=7)
-      ax.set_axis_off()
-  fig.tight_layout()
-  return plots.save_figure(fig, path)
+      row.append((image, f"{method}: {verdict}, IoU {r.scores.ious[i]:.2f}",
+                  plots.both(plots.heatmap_overlay(r.shown[i]), boxes)))
+    rows.append(row)
+  return plots.image_rows(rows, path, title_size=7)
 
 
 def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
@@ -371,7 +320,7 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
   methods = tuple(l.methods)
   sources = []
   if "cam" in methods:
-    trained_on = classifier.load_config(l.classifier_workdir).data.name
+    trained_on = workdir_lib.load_config(l.classifier_workdir).data.name
     if trained_on != config.data.name:
       raise ValueError(f"config.localize.classifier_workdir={l.classifier_workdir!r} holds a "
                        f"classifier of {trained_on!r}, not of config.data.name="
@@ -383,7 +332,7 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
         "init": loaded.config.finetune.init, "split": loaded.config.finetune.split}))
   wanted = tuple(m for m in methods if m in PRETRAINING_METHODS)
   if wanted:
-    model, origin = pretraining_model(config, workdir)
+    model, origin = network.pretraining_model(config, workdir)
     references = None
     if "transport" in wanted:
       references = normal_references(config, l.num_references)
@@ -392,8 +341,13 @@ def _heatmap_sources(config: ml_collections.ConfigDict, workdir: epath.Path
   return sources
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)
   l = config.localize
@@ -422,10 +376,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0 and chosen:
     figure = plot_examples(data, instances, chosen, results, class_names, workdir / FIGURE_FILE,
                            size=size)
-  builder = datasets.builder_config(config)
   out = {
       "mode": RUN_NAME,
-      "dataset": f"{config.data.name}/{getattr(builder, 'name', builder)}",
+      "dataset": datasets.dataset_name(config),
       "split": config.data.test_split,
       "image_size": size,
       "threshold_mode": l.threshold_mode,
@@ -445,11 +398,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
   """Markdown table of a ``metrics.json`` of this mode: one row per method."""
-  from otcxr_jax.evaluation import report
   rows = [[m, f"{r['pointing_game']:.3f}", f"{r['iou']:.3f}", f"{r['chance']:.3f}",
            f"{r['pointing_game_all']:.3f}", f"{r['iou_all']:.3f}"]
           for m, r in result["methods"].items()]
   mode = "fraction of max" if result["threshold_mode"] == "fraction_of_max" else "top fraction"
-  return report.markdown_table(
+  return summary.markdown_table(
       ["method", "pointing game", f"IoU ({mode} {result['threshold']:g})", "chance",
        "pointing game (all instances)", "IoU (all instances)"], rows)

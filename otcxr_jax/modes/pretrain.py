@@ -1,11 +1,11 @@
 """Pretraining: OTCXR (two augmented views -> shared encoder -> projector -> CV-SIM -> OT loss), or
-one of the baselines ``config.method`` names (each method's loss and target schedule in
+one of the baselines ``config.method`` names (each method's network, loss and target schedule in
 ``otcxr_jax/methods/``).
 
-The network comes from ``models/factory.build_model``, the one place a pretraining network is
-built from a config: the train loop and every evaluation that restores a pretraining checkpoint
-(``evaluation/checkpoints.py``) call it, so a checkpoint of any method is read back into the same
-structure.
+The network comes from ``methods.build_model``, the one place a pretraining network is built
+from a config: the train loop and every evaluation that restores a pretraining checkpoint
+(``training/checkpoint.restore_network``, from the run's ``config.json``) call it, so a
+checkpoint of any method is read back into the same structure.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from flax import nnx
 from otcxr_jax import methods, models
 from otcxr_jax.data import datasets
 from otcxr_jax.data import pipeline
-from otcxr_jax.evaluation import checkpoints
-from otcxr_jax.models import factory
+from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop, optim
 from otcxr_jax.training import workdir as workdir_lib
 from otcxr_jax.training.distributed import print0
 
-RUN_NAME = checkpoints.PRETRAIN_RUN_NAME
+RUN_NAME = ckpt_lib.PRETRAIN_RUN_NAME
 
 
 def loop_config(config: ml_collections.ConfigDict) -> loop.LoopConfig:
@@ -49,7 +48,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> loop.LoopResult:
       transform=pipeline.select_keys(["image"]), process_index=jax.process_index(),
       process_count=jax.process_count(), num_threads=config.data.num_threads)
   tx, schedule = optim.pretraining_optimizer(config)
-  model = factory.build_model(config, nnx.Rngs(config.seed))
+  model = methods.build_model(config, nnx.Rngs(config.seed))
   print0(f"[{RUN_NAME}] {config.method}, {config.model.encoder} "
          f"({models.count_params(model.encoder):,} encoder parameters), {len(source):,} training "
          f"images, batch {config.train.batch_size}, {config.train.num_steps} steps on "

@@ -1,5 +1,5 @@
 """Mode ``report``: the runs of ``config.report.workdirs`` collected into ``<workdir>/report.md``
-with plots (``otcxr_jax/report.py``, also ``python -m otcxr_jax.report``); the plots also as
+with plots (``reporting/runs.py``, also ``python -m otcxr_jax.reporting``); the plots also as
 TensorBoard images in ``<workdir>/tensorboard/report``."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from otcxr_jax import report
+from otcxr_jax.reporting import runs as report
 from otcxr_jax.config_lib import require
 from otcxr_jax.training import summaries
 from otcxr_jax.training.distributed import print0

@@ -1,7 +1,8 @@
 """Segmentation transfer (the paper's SIIM-ACR pneumothorax Dice): encoder + U-Net decoder.
 
-1. the encoder ``config.probe.init`` selects (:func:`checkpoints.probe_encoder`: the latest
-   pretraining checkpoint of ``config.probe.checkpoint_dir``, or pretraining's random init) and a
+1. the encoder ``config.probe.init`` selects (:func:`network.encoder`: that of the latest
+   checkpoint of the run ``config.probe.checkpoint_dir`` names, or the same network at its
+   initialisation) and a
    :class:`~otcxr_jax.models.decoder.UNetDecoder` over its multi-scale maps;
 2. training of the whole network on ``config.segment.split`` through the shared train loop, with
    the loss ``BCE + dice_weight · soft Dice`` (``objectives/segmentation.py``), AdamW with separate
@@ -16,14 +17,13 @@
    masks, per-image Dice and image ids) and ``<workdir>/segment_examples.png`` (overlays).
 
 Dice is measured at the model's resolution ``data.image_size``: images and reference masks are
-resized to it by the evaluation view (:func:`augment.center_view`) when the stored size differs,
-the masks then binarised at 0.5.
+resized to it (:func:`augment.at_size`) when the stored size differs, the masks then binarised at
+0.5.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import time
 from typing import Any
 
@@ -38,9 +38,11 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax.config_lib import positive, require
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import checkpoints, features, metrics, plots, summary
+from otcxr_jax.evaluation import features, metrics
 from otcxr_jax.models import decoder as decoder_lib
 from otcxr_jax.models import factory
+from otcxr_jax.modes import network
+from otcxr_jax.reporting import plots, summary
 from otcxr_jax.objectives import segmentation as seg_loss
 from otcxr_jax.training import loop, optim, selection
 from otcxr_jax.training import sharding as shard_lib
@@ -56,17 +58,9 @@ EXAMPLES_FILE = "segment_examples.png"
 
 
 def dataset_has_masks(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.data``'s dataset stores a ``mask`` feature (read from its builder's info;
-  nothing is built or read)."""
-  import tensorflow_datasets as tfds
-  name = config.data.name
-  importlib.import_module(f"tfds_builders.{name}")  # registers the builder
-  cls = tfds.builder_cls(name)
-  builder_config = datasets.builder_config(config)
-  if isinstance(builder_config, str) and hasattr(cls, "config_for"):
-    builder_config = cls.config_for(builder_config)
-  builder = cls(config=builder_config, data_dir=str(epath.Path(config.data.data_dir).expanduser()))
-  return "mask" in builder.info.features
+  """Whether ``config.data``'s dataset stores a ``mask`` feature (its builder's info; nothing is
+  built or read)."""
+  return "mask" in datasets.features(config)
 
 
 def require_masks(config: ml_collections.ConfigDict) -> None:
@@ -153,13 +147,6 @@ def augment_pair(key: jax.Array, images: jax.Array, masks: jax.Array,
   return view.image, (moved >= 0.5).astype(jnp.float32)
 
 
-def eval_view(x: jax.Array, size: int) -> jax.Array:
-  """Floating ``(B, H, W, C)`` batch at ``size x size``: unchanged if already, else resized."""
-  if x.shape[1:3] == (size, size):
-    return x.astype(jnp.float32)
-  return augment.center_view(x.astype(jnp.float32), size)
-
-
 def build_model(config: ml_collections.ConfigDict,
                 encoder: nnx.Module) -> decoder_lib.SegmentationModel:
   return decoder_lib.build_segmentation_model(
@@ -207,8 +194,8 @@ def make_loss_fn(config: ml_collections.ConfigDict):
 def _predict(graphdef, state, images, masks, *, size: int, threshold: float):
   """Binary predicted and reference masks ``(B, size, size)`` of a uint8 image/mask batch."""
   model = nnx.merge(graphdef, state, copy=True)
-  logits = model(eval_view(images / 255.0, size))
-  truth = eval_view(masks, size) > 0.5
+  logits = model(augment.at_size(images / 255.0, size))
+  truth = augment.at_size(masks, size) > 0.5
   return jax.nn.sigmoid(logits[..., 0]) > threshold, truth[..., 0]
 
 
@@ -256,22 +243,13 @@ def dice_scores(predicted: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
 def plot_examples(source, indices: list[int], predicted: np.ndarray, reference: np.ndarray,
                   dice: np.ndarray, path: epath.Path, *, image_size: int) -> str:
   """Rows of (image, reference mask, predicted mask) overlays of the test examples ``indices``."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(len(indices), 3, figsize=(7.2, 2.5 * len(indices)), squeeze=False)
-  for row, i in enumerate(indices):
-    image = np.asarray(eval_view(source[i]["image"][None] / 255.0, image_size))[0, ..., 0]
-    for col, (mask, title) in enumerate([(None, "image"), (reference[i], "reference mask"),
-                                         (predicted[i], f"predicted (Dice {dice[i]:.2f})")]):
-      ax = axes[row, col]
-      ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-      if mask is not None:
-        ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.55, vmin=0, vmax=1)
-      ax.set_title(title, fontsize=8)
-      ax.set_axis_off()
-  fig.tight_layout()
-  return plots.save_figure(fig, path)
+  rows = []
+  for i in indices:
+    image = np.asarray(augment.at_size(source[i]["image"][None] / 255.0, image_size))[0, ..., 0]
+    rows.append([(image, "image", None),
+                 (image, "reference mask", plots.mask_overlay(reference[i])),
+                 (image, f"predicted (Dice {dice[i]:.2f})", plots.mask_overlay(predicted[i]))])
+  return plots.image_rows(rows, path, title_size=8)
 
 
 def _example_indices(reference: np.ndarray, count: int) -> list[int]:
@@ -323,15 +301,20 @@ def _train(config, workdir: epath.Path, model, hook: selection.BestStateHook, me
   return graphdef, best, steps
 
 
-@workdir_lib.guarded
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  return _run(network.resolve(config, workdir), workdir)
+
+
+@workdir_lib.guarded
+def _run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   start = time.time()
   workdir = epath.Path(workdir)
   s = config.segment
   require_masks(config)
   mesh = shard_lib.make_mesh()
   shard_lib.check_batch_size(s.batch_size, mesh, field="segment.batch_size")
-  encoder, origin = checkpoints.probe_encoder(config, workdir)
+  encoder, origin = network.encoder(config, workdir)
   model = build_model(config, encoder)
   name = f"{RUN_NAME}_{origin['init']}"
   print0(f"[{name}] encoder {config.model.encoder}: " +
@@ -369,13 +352,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       np.savez_compressed(f, pred_mask=predicted, dice=per_image, image_id=ids)
     figure = plot_examples(test_source, examples, predicted, reference, per_image,
                            workdir / EXAMPLES_FILE, image_size=config.data.image_size)
-  builder = datasets.builder_config(config)
   best_eval = next(e for e in hook.record.evaluations if e["step"] == hook.record.best_step)
   result = {
       "mode": RUN_NAME,
       **origin,
       "encoder": config.model.encoder,
-      "dataset": f"{config.data.name}/{getattr(builder, 'name', builder)}",
+      "dataset": datasets.dataset_name(config),
       "image_size": config.data.image_size,
       "threshold": float(s.threshold),
       "selection_metric": s.selection_metric,

@@ -49,9 +49,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from flax import struct
-from ott.geometry import geometry
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
 
 from otcxr_jax.objectives import implicit_diff
 
@@ -178,6 +175,13 @@ def transport_from_cost(
   _check_solver_args(epsilon, num_iters, grad_mode)
   if cost.ndim != 3:
     raise ValueError(f"cost must have shape (B, N, M), got shape {cost.shape}")
+  # ott (with jaxopt, lineax and equinox) takes about 2 s to import: imported where a plan is
+  # solved, so the commands that never solve one (config errors, builds, evaluations) start
+  # without it.
+  from ott.geometry import geometry
+  from ott.problems.linear import linear_problem
+  from ott.solvers.linear import sinkhorn
+
   cost = cost.astype(jnp.float32)
   epsilon = float(epsilon)
   solver = sinkhorn.Sinkhorn(

@@ -1,4 +1,5 @@
-"""orbax checkpoints of the train state and the data iterator, resumed from the workdir.
+"""orbax checkpoints of the train state and the data iterator, resumed from the workdir; and the
+one way a run's network is restored for evaluation.
 
 A checkpoint holds the whole :class:`~otcxr_jax.training.state.TrainState` (model, optimiser,
 step, PRNG key) and the grain iterator position, so a resumed run continues exactly: the same next
@@ -9,27 +10,49 @@ checkpoint of another architecture fails with :class:`CheckpointMismatchError` n
 differing parameter. A step that cannot be read (a truncated or emptied file) fails with
 :class:`DamagedCheckpointError` naming the step, the file where known and the reason; resuming
 (:meth:`Checkpointer.restore_newest_intact`) then falls back to the newest intact step.
+
+Evaluations read a run's network through :func:`restore_network`: given the run's workdir (or a
+checkpoint directory inside it) it reads the workdir's ``config.json`` (:func:`find_run`), rebuilds
+the encoder through ``models/factory.py`` (or the whole pretraining network through the builder
+it is given, ``methods.build_model``) and fills it from the latest checkpoint with
+:func:`restore_module`, which reads only that module's arrays (orbax
+partial restore), whatever the run's other modules and optimiser. A config given with it must
+describe the same network (:func:`check_network`): a field that differs is refused, naming both
+values. An evaluation reads the latest step and never falls back to an older one (its results
+would describe another state than the run's last): rerun the run that wrote it, which resumes
+from its newest intact step and writes that step again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import nnx
 
 from otcxr_jax import errors
+from otcxr_jax.models import factory
 
 STATE_ITEM = "state"  # the Composite item name the train state is saved under
 DATA_ITEM = "data"    # ... and the data iterator's
 DAMAGED_SUFFIX = ".damaged"  # a damaged step set aside: '<step>.damaged[N]' (no step for orbax)
+CONFIG_FILE = "config.json"  # a run's config, written into its workdir (training/workdir.py)
+PRETRAIN_RUN_NAME = "pretrain"  # the loop's run name in modes pretrain and demo
+# Where a run of each mode keeps the network it trained: '<workdir>/checkpoints/<name>'.
+MODEL_CHECKPOINTS = {"pretrain": PRETRAIN_RUN_NAME, "demo": PRETRAIN_RUN_NAME,
+                     "finetune": "finetune_best"}
+PRETRAINING_MODES = ("pretrain", "demo")
 # Order in which a mismatch is looked for: the encoder, the other modules, the optimiser and rest.
 _MISMATCH_ORDER = ("params/encoder/", "model_state/encoder/", "params/", "model_state/")
 
@@ -52,6 +75,14 @@ class NoIntactCheckpointError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError, ValueError):
   """The stored tree differs from the expected one (another architecture or optimiser)."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+  """A named run or checkpoint directory is not there, or holds no checkpoint."""
+
+
+class NetworkConflictError(CheckpointError, ValueError):
+  """A config field describes another network than the run whose checkpoint is read."""
 
 
 def _key_name(key) -> str:
@@ -300,3 +331,296 @@ def absolute(directory: str | epath.PathLike) -> epath.Path:
 def abstract_like(state: Any) -> Any:
   """Shape/dtype/sharding skeleton of ``state`` for :meth:`Checkpointer.restore`."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+
+
+# --- a run's network, restored for evaluation ----------------------------------------------------
+
+def latest_checkpoint(checkpoint_dir: str | epath.PathLike, *, source: str
+                      ) -> tuple[epath.Path, int]:
+  """``(absolute directory, latest step)`` of a checkpoint directory of the shared loop.
+
+  Args:
+    checkpoint_dir: the directory (``<workdir>/checkpoints/<run name>``).
+    source: where the directory was named (e.g. ``'config finetune.checkpoint_dir'``), quoted in
+      the error when it does not exist.
+
+  Raises:
+    MissingCheckpointError: (a FileNotFoundError) the directory does not exist or holds no
+      checkpoint.
+  """
+  directory = absolute(checkpoint_dir)
+  if not directory.is_dir():
+    raise MissingCheckpointError(f"Checkpoint directory {directory} does not exist ({source}).")
+  checkpointer = Checkpointer(directory, save_every=0)
+  try:
+    step = checkpointer.latest_step
+  finally:
+    checkpointer.close()
+  if step is None:
+    raise MissingCheckpointError(f"Checkpoint directory {directory} holds no checkpoint.")
+  return directory, step
+
+
+def _flat_variables(state: nnx.State, prefix: str) -> dict[str, nnx.Variable]:
+  """``{'<prefix>stage1/0/conv1/kernel': Variable}`` of a module state."""
+  return {prefix + "/".join(map(str, path)): var for path, var in nnx.to_flat_state(state)}
+
+
+def _nested(flat: dict[str, object]) -> dict:
+  """``{'a/b/c': x}`` -> ``{'a': {'b': {'c': x}}}``."""
+  out: dict = {}
+  for path, leaf in flat.items():
+    *parents, last = path.split("/")
+    node = out
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[last] = leaf
+  return out
+
+
+def restore_module(module: nnx.Module, checkpoint_dir: str | epath.PathLike, *,
+                   under: str | None = None, step: int | None = None,
+                   source: str = "checkpoint_dir", hint: str = _DEFAULT_HINT
+                   ) -> tuple[nnx.Module, int]:
+  """Fills ``module`` with its variables from a checkpoint of the shared train loop.
+
+  The module's ``nnx.Param`` s are read from ``params/<under>/...`` and its other variables
+  (BatchNorm statistics, a classifier head's feature statistics) from
+  ``model_state/<under>/...``, where ``under`` is the module's attribute name in the run's model
+  (``'encoder'`` for the pretraining and the fine-tuning models; ``None`` when the module *is*
+  the run's model). Only these arrays are read (orbax partial restore): the run's other modules
+  and its optimiser state may be anything.
+
+  Args:
+    module: the module to fill, concrete or abstract (``nnx.eval_shape``); it gives the expected
+      tree and shapes.
+    checkpoint_dir: a run's checkpoint directory (``<workdir>/checkpoints/<run name>``).
+    under: the module's attribute name in the run's model, or None for the whole model.
+    step: the step to read; None for the latest.
+    source: where ``checkpoint_dir`` was named, quoted when it does not exist.
+    hint: appended to the mismatch error (how to fix the config).
+
+  Returns:
+    ``(module, step)``: a new module holding the stored values, in evaluation mode.
+
+  Raises:
+    FileNotFoundError: ``checkpoint_dir`` does not exist or holds no checkpoint.
+    CheckpointMismatchError: the checkpoint holds no ``under`` module, or one of its variables
+      is missing, extra or of another shape; the message names the first such parameter path.
+    DamagedCheckpointError: the step cannot be read.
+  """
+  if step is None:
+    directory, step = latest_checkpoint(checkpoint_dir, source=source)
+  else:
+    directory = absolute(checkpoint_dir)
+  step_dir = directory / str(step)
+  graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+  inner = f"{under}/" if under else ""
+  variables = {**_flat_variables(params, f"params/{inner}"),
+               **_flat_variables(rest, f"model_state/{inner}")}
+  stored = stored_shapes(step_dir, step)
+  prefixes = (f"params/{inner}", f"model_state/{inner}")
+  stored = {k: v for k, v in stored.items() if k.startswith(prefixes)}
+  if under and not stored:
+    raise CheckpointMismatchError(
+        f"Checkpoint {step_dir} holds no '{under}' module (no 'params/{under}/...' or "
+        f"'model_state/{under}/...' arrays).")
+  expected = {k: tuple(v.get_value().shape) for k, v in variables.items()}
+  check_matches(stored, expected, step_dir, hint)
+  item = _nested({f"{k}/value": jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype)
+                  for k, v in variables.items()})
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    restored = checkpointer.restore(step_dir / STATE_ITEM, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(step, step_dir, failure_reason(e, step_dir)) from e
+  finally:
+    checkpointer.close()
+  for path, var in variables.items():
+    node = restored
+    for key in path.split("/"):
+      node = node[key]
+    var.set_value(jnp.asarray(node["value"], var.get_value().dtype))
+  module = nnx.merge(graphdef, params, rest)
+  module.eval()
+  return module, step
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCheckpoints:
+  """A run whose network an evaluation reads.
+
+  Attributes:
+    workdir: the run's workdir (absolute), which holds its ``config.json``.
+    directory: its checkpoint directory holding the network (absolute): the one named, or the
+      mode's own (:data:`MODEL_CHECKPOINTS`) when the workdir was named.
+    config: the run's ``config.json``, as stored (JSON values: lists for tuples).
+  """
+  workdir: epath.Path
+  directory: epath.Path
+  config: Mapping[str, Any]
+
+  @property
+  def mode(self) -> str:
+    return self.config.get("mode", "")
+
+
+def _read_run_config(workdir: epath.Path) -> dict[str, Any]:
+  path = workdir / CONFIG_FILE
+  try:
+    stored = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path} cannot be read: {type(e).__name__}: {e}.") from None
+  if not isinstance(stored, dict):
+    raise CheckpointError(f"{path} does not hold a run's config.")
+  return stored
+
+
+def find_run(path: str | epath.PathLike, *, source: str) -> RunCheckpoints:
+  """The run ``path`` names: its workdir, or a checkpoint directory inside it
+  (``<workdir>/checkpoints/<name>``); either way the workdir's ``config.json`` describes it.
+
+  Args:
+    path: a workdir of a pretraining (``pretrain``, ``demo``) or fine-tuning run, or one of its
+      checkpoint directories.
+    source: where ``path`` was named (``'config probe.checkpoint_dir'``), quoted in errors.
+
+  Raises:
+    MissingCheckpointError: (a FileNotFoundError) neither ``path`` nor the workdir above a
+      checkpoint directory holds a ``config.json``.
+    CheckpointError: the workdir is another mode's (it has no network to read), or its
+      ``config.json`` cannot be read.
+  """
+  named = absolute(path)
+  if (named / CONFIG_FILE).exists():
+    workdir, directory = named, None
+  elif named.parent.name == "checkpoints" and (named.parent.parent / CONFIG_FILE).exists():
+    workdir, directory = named.parent.parent, named
+  else:
+    where = (f"{named / CONFIG_FILE} or {named.parent.parent / CONFIG_FILE}"
+             if named.parent.name == "checkpoints" else str(named / CONFIG_FILE))
+    raise MissingCheckpointError(
+        f"{named} ({source}) is not the workdir of a run, nor a checkpoint directory inside one: "
+        f"no {where}. Name a pretraining (or fine-tuning) run's workdir; run it first.")
+  stored = _read_run_config(workdir)
+  mode = stored.get("mode")
+  if mode not in MODEL_CHECKPOINTS:
+    raise CheckpointError(
+        f"{workdir / CONFIG_FILE} is a {mode!r} run's config ({source}); the network is read from "
+        f"a run of mode {' or '.join(repr(m) for m in MODEL_CHECKPOINTS)}.")
+  if directory is None:
+    directory = workdir / "checkpoints" / MODEL_CHECKPOINTS[mode]
+  return RunCheckpoints(workdir, directory, stored)
+
+
+def method_section(method: str) -> str:
+  """The config section of a pretraining method's hyperparameters (OTCXR's is ``objective``;
+  ``config_lib.METHOD_SECTIONS``, which this layer cannot import: config_lib's checks import the
+  train loop, which imports this module)."""
+  return "objective" if method == "otcxr" else method
+
+
+def network_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
+  """``{'method': ..., 'model.encoder': ..., 'objective.epsilon': ...}``: the fields of a stored
+  config that describe its network (the pretraining method, ``model``, and that method's
+  hyperparameters, which the pretraining network's maps are computed with), JSON values."""
+  out = {}
+  if "method" in stored:
+    out["method"] = stored["method"]
+  for section in ("model", method_section(stored.get("method", "otcxr"))):
+    for key, value in (stored.get(section) or {}).items():
+      out[f"{section}.{key}"] = value
+  return out
+
+
+def _json(value: Any) -> Any:
+  """A config value as ``config.json`` stores it (tuples as lists)."""
+  return json.loads(json.dumps(value, default=list))
+
+
+def config_value(config: ml_collections.ConfigDict, dotted: str, default: Any = None) -> Any:
+  """The value of a dotted field of ``config``, or ``default`` where it has no such field."""
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def check_network(config: ml_collections.ConfigDict, run: RunCheckpoints, *,
+                  source: str) -> None:
+  """Raises :class:`NetworkConflictError` at the first network field (:func:`network_fields`)
+  of ``run``'s config that ``config`` sets to another value; the message names both."""
+  for field, stored in network_fields(run.config).items():
+    value = config_value(config, field, default=stored)
+    if _json(value) != stored:
+      raise NetworkConflictError(
+          f"config {field}={_show(value)} conflicts with the network of the run it reads "
+          f"({source}): {field}={_show(stored)} in {run.workdir / CONFIG_FILE}. The network is "
+          f"that run's: drop the field (or give the run's value).")
+
+
+def _show(value: Any) -> str:
+  return repr(tuple(value) if isinstance(value, list) else value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+  """A network read from a run: the module (evaluation mode), the step read and the run."""
+  module: nnx.Module
+  step: int
+  run: RunCheckpoints
+
+  @property
+  def directory(self) -> epath.Path:
+    return self.run.directory
+
+
+def restore_network(path: str | epath.PathLike, config: ml_collections.ConfigDict | None = None,
+                    *, build_model: Callable[[ml_collections.ConfigDict, nnx.Rngs], nnx.Module]
+                    | None = None, source: str = "checkpoint") -> Restored:
+  """The encoder (or, with ``build_model``, the whole pretraining network) of the run ``path``
+  names, filled from its latest checkpoint, in evaluation mode.
+
+  The network is rebuilt from the run's ``config.json`` (:func:`find_run`): the encoder through
+  ``models/factory.build_encoder``, the pretraining network through ``build_model(config, rngs)``
+  (``methods.build_model``, which this layer does not import). ``config``, when given, is the evaluation's: its network fields must be the
+  run's (:func:`check_network`), and its other fields (``train.compute_dtype``,
+  ``data.image_size``) are the ones the network is built with; without it the run's stored config
+  is used as it is (a ``config.json`` written by this code holds every field the factory reads).
+
+  Args:
+    path: the run's workdir, or a checkpoint directory inside it.
+    config: the evaluation's config, or None.
+    build_model: None for the encoder (of any pretraining or fine-tuning run), or the builder of
+      the whole pretraining network of a ``pretrain`` or ``demo`` run (encoder, projector,
+      CV-SIM, ...).
+    source: where ``path`` was named, quoted in errors.
+
+  Raises:
+    FileNotFoundError: no such run, or its checkpoint directory holds no checkpoint.
+    NetworkConflictError: ``config`` describes another network than the run's.
+    CheckpointMismatchError: the checkpoint does not hold the network its ``config.json``
+      describes (the message names the first differing parameter).
+    DamagedCheckpointError: the latest step cannot be read.
+  """
+  run = find_run(path, source=source)
+  if config is None:
+    config = ml_collections.ConfigDict(dict(run.config))
+  else:
+    check_network(config, run, source=source)
+  if build_model is not None and run.mode not in PRETRAINING_MODES:
+    raise CheckpointError(
+        f"{run.workdir} holds a {run.mode!r} run ({source}); the pretraining network is read "
+        f"from a run of mode {' or '.join(repr(m) for m in PRETRAINING_MODES)}.")
+  build = factory.build_encoder if build_model is None else build_model
+  abstract = nnx.eval_shape(lambda: build(config, nnx.Rngs(config.seed)))
+  module, step = restore_module(
+      abstract, run.directory, under="encoder" if build_model is None else None,
+      source=f"{source}: the checkpoints of {run.workdir}",
+      hint=f"The network is built from {run.workdir / CONFIG_FILE}; was the checkpoint written "
+           f"by another run?")
+  return Restored(module, step, run)

@@ -186,40 +186,16 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
   mesh = mesh or shard_lib.make_mesh()
   shard_lib.check_batch_size(global_batch_size, mesh)
   workdir = epath.Path(workdir)
-  has_targets = bool(target_lib.target_pairs(model))
-  if has_targets != (target_decay is not None):
-    raise ValueError(f"[{name}] the model {'has a' if has_targets else 'has no'} target network "
-                     f"but target_decay is {'None' if target_decay is None else 'given'}: pass "
-                     f"target_decay exactly when the model holds an EMATarget.")
+  _check_targets(name, model, target_decay)
   graphdef, state = state_lib.create_train_state(model, tx, rng, trainable)
   state = shard_lib.replicate(state, mesh)
-
   checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints" / name,
                                        save_every=config.checkpoint_every,
                                        max_to_keep=config.max_to_keep, cleanup_tmp=True)
-  try:
-    restored, _ = checkpointer.restore_newest_intact(ckpt_lib.abstract_like(state), batches,
-                                                     name=name)
-  except BaseException:
-    checkpointer.close()
-    raise
-  resumed_from = None
-  if restored is not None:
-    state, resumed_from = restored, int(restored.step)
-    logging.info("[%s] resumed from %s at step %d", name, checkpointer.directory, resumed_from)
-    if jax.process_index() == 0:
-      print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
-
-  repl = shard_lib.replicated(mesh)
+  state, resumed_from = _restore(name, checkpointer, state, batches)
   step_fn = jit_train_step(graphdef, loss_fn, tx, mesh, trainable, target_decay)
-  skipped = jax.device_put(jnp.zeros((), jnp.int32), repl)
-
-  def check_finite(finite: jax.Array, at_step: int) -> None:
-    if config.on_nonfinite == "stop" and not bool(finite):
-      raise NonFiniteLossError(
-          f"[{name}] loss or gradient is not finite at step {at_step}; last good checkpoint: "
-          f"step {checkpointer.latest_step} in {checkpointer.directory} (the update of step "
-          f"{at_step} was not applied; train.on_nonfinite='skip' goes on without it)")
+  skipped = jax.device_put(jnp.zeros((), jnp.int32), shard_lib.replicated(mesh))
+  check_finite = _finite_check(name, config, checkpointer)
 
   # Records after the restored step were logged by a run that did not checkpoint them: dropped,
   # this run logs those steps again.
@@ -247,24 +223,10 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
         record = {}  # this step's logged values: one record per step
         if step % config.log_every == 0 or last:
           check_finite(*pending)
-          scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          scalars["skipped_steps"] = float(skipped)
-          line, rate = progress.line(step, {k: scalars[k] for k in _shown(scalars)})
-          scalars["images_per_sec"] = rate
-          if schedule is not None:
-            scalars["learning_rate"] = float(schedule(step - 1))
-          if jax.process_index() == 0:
-            print(line, flush=True)
-          record.update(scalars)
+          record.update(_logged_scalars(step, metrics, skipped, progress, schedule))
         if config.hook_every and step % config.hook_every == 0:
-          for hook in hooks:
-            try:
-              extra = hook(step, graphdef, state)
-            except StopTraining as stop:
-              extra, stopped_early = stop.extra, stop.reason
-            record.update(extra or {})
-            if stopped_early:
-              break
+          extra, stopped_early = _run_hooks(hooks, step, graphdef, state)
+          record.update(extra)
         if record:
           log.write(step, record)
           history.append({"step": step, **record})
@@ -284,6 +246,81 @@ def run(*, name: str, workdir: str | epath.PathLike, model: nnx.Module,
     checkpointer.close()
   return LoopResult(graphdef=graphdef, state=state, history=history, resumed_from=resumed_from,
                     stopped_early=stopped_early)
+
+
+def _check_targets(name: str, model: nnx.Module,
+                   target_decay: state_lib.TargetDecay | None) -> None:
+  """Refuses a model with a target network and no ``target_decay``, or the other way round."""
+  has_targets = bool(target_lib.target_pairs(model))
+  if has_targets != (target_decay is not None):
+    raise ValueError(f"[{name}] the model {'has a' if has_targets else 'has no'} target network "
+                     f"but target_decay is {'None' if target_decay is None else 'given'}: pass "
+                     f"target_decay exactly when the model holds an EMATarget.")
+
+
+def _restore(name: str, checkpointer: ckpt_lib.Checkpointer, state: state_lib.TrainState,
+             batches) -> tuple[state_lib.TrainState, int | None]:
+  """``(state, resumed_from)``: the newest intact checkpoint's state and step (the data iterator
+  restored with it), or ``(state, None)`` without one. The checkpointer is closed on failure."""
+  try:
+    restored, _ = checkpointer.restore_newest_intact(ckpt_lib.abstract_like(state), batches,
+                                                     name=name)
+  except BaseException:
+    checkpointer.close()
+    raise
+  if restored is None:
+    return state, None
+  resumed_from = int(restored.step)
+  logging.info("[%s] resumed from %s at step %d", name, checkpointer.directory, resumed_from)
+  if jax.process_index() == 0:
+    print(f"[{name}] resumed from step {resumed_from} ({checkpointer.directory})", flush=True)
+  return restored, resumed_from
+
+
+def _finite_check(name: str, config: LoopConfig,
+                  checkpointer: ckpt_lib.Checkpointer) -> Callable[[jax.Array, int], None]:
+  """``check_finite(finite, at_step)``: with ``on_nonfinite='stop'``, raises
+  :class:`NonFiniteLossError` when the step's loss or gradient was not finite."""
+
+  def check_finite(finite: jax.Array, at_step: int) -> None:
+    if config.on_nonfinite == "stop" and not bool(finite):
+      raise NonFiniteLossError(
+          f"[{name}] loss or gradient is not finite at step {at_step}; last good checkpoint: "
+          f"step {checkpointer.latest_step} in {checkpointer.directory} (the update of step "
+          f"{at_step} was not applied; train.on_nonfinite='skip' goes on without it)")
+
+  return check_finite
+
+
+def _logged_scalars(step: int, metrics: dict, skipped: jax.Array, progress: Progress,
+                    schedule: optax.Schedule | None) -> dict[str, float]:
+  """The step's metrics as floats, with the skipped steps, the throughput and the learning rate;
+  process 0 prints the progress line."""
+  scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  scalars["skipped_steps"] = float(skipped)
+  line, rate = progress.line(step, {k: scalars[k] for k in _shown(scalars)})
+  scalars["images_per_sec"] = rate
+  if schedule is not None:
+    scalars["learning_rate"] = float(schedule(step - 1))
+  if jax.process_index() == 0:
+    print(line, flush=True)
+  return scalars
+
+
+def _run_hooks(hooks: Sequence[Hook], step: int, graphdef,
+               state: state_lib.TrainState) -> tuple[dict[str, float], str | None]:
+  """``(values, stopped_early)``: the hooks' logged values, and the reason of the first hook that
+  raised :class:`StopTraining` (the later hooks do not run), or None."""
+  values, stopped_early = {}, None
+  for hook in hooks:
+    try:
+      extra = hook(step, graphdef, state)
+    except StopTraining as stop:
+      extra, stopped_early = stop.extra, stop.reason
+    values.update(extra or {})
+    if stopped_early:
+      break
+  return values, stopped_early
 
 
 def _shown(scalars: dict[str, float]) -> list[str]:

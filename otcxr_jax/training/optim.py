@@ -56,8 +56,7 @@ def make_optimizer(name: str, *, schedule: optax.Schedule, weight_decay: float,
 
 def pretraining_optimizer(config) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """``(tx, schedule)`` of a pretraining run: ``config.optim`` at the peak learning rate of
-  ``config.train.batch_size``, over ``config.train.num_steps`` (also the skeleton an evaluation
-  restores a pretraining checkpoint into)."""
+  ``config.train.batch_size``, over ``config.train.num_steps``."""
   o = config.optim
   schedule = make_schedule(
       peak=peak_learning_rate(o.base_learning_rate, config.train.batch_size),

@@ -25,9 +25,11 @@ Every mode that writes into ``--workdir`` (``pretrain``, ``demo``, ``linear_prob
    values), and the config file then holds the values in effect.
 
 Fields the run's mode does not read are not compared: the sections of other modes
-(:data:`SECTION_MODES`), the hyperparameters of other pretraining methods (:data:`METHOD_SECTIONS`)
-and fields outside the schema of ``config_lib.base_config`` (sections a config file adds for its
-own script, such as the synthetic benchmark's). A field the stored config lacks (added to the
+(:data:`SECTION_MODES`, :data:`FIELD_MODES`: an evaluation reads no pretraining schedule or
+augmentation), the hyperparameters of other pretraining methods (:data:`SECTION_METHODS`, read
+only where the pretraining objective is: :data:`METHOD_SECTION_MODES`) and fields outside the
+schema of ``config_lib.base_config`` (sections a config file adds for its own script, such as the
+synthetic benchmark's). A field the stored config lacks (added to the
 schema after the run started) counts as unchanged while it holds its default.
 """
 
@@ -55,7 +57,7 @@ from etils import epath
 from otcxr_jax import config_lib, errors
 from otcxr_jax.training import checkpoint as ckpt_lib
 
-CONFIG_FILE = "config.json"
+CONFIG_FILE = ckpt_lib.CONFIG_FILE
 HISTORY_FILE = "config_history.jsonl"
 LOCK_FILE = "run.lock"
 METRICS_FILE = "metrics.json"
@@ -97,9 +99,15 @@ SECTION_MODES = {
     "segment": ("segment",),
     "localize": ("localize",),
     "report": ("demo",),
+    "augment": ("pretrain", "demo"),
+    "optim": ("pretrain", "demo"),
 }
+# Fields of shared sections only some modes read: compared for those modes only.
+FIELD_MODES = {"train.batch_size": ("pretrain", "demo"), "train.num_steps": ("pretrain", "demo")}
 # Sections of one pretraining method's hyperparameters: compared when config.method is it.
-METHOD_SECTIONS = {"objective": "otcxr", **{m: m for m in config_lib.METHODS if m != "otcxr"}}
+SECTION_METHODS = {section: method for method, section in config_lib.METHOD_SECTIONS.items()}
+# Modes that compute the pretraining objective (localize: its transport maps).
+METHOD_SECTION_MODES = ("pretrain", "demo", "localize")
 # Modes whose results are their metrics.json: once it is written, only NEUTRAL_FIELDS may change.
 EVALUATION_MODES = ("linear_probe", "knn", "finetune", "segment", "localize")
 # Modes whose workdir is read back through config.json (a fine-tuning run is loaded as a
@@ -161,7 +169,11 @@ def _compared(field: str, mode: str, method: str) -> bool:
   section = field.split(".", 1)[0]
   if section in SECTION_MODES and mode not in SECTION_MODES[section]:
     return False
-  return METHOD_SECTIONS.get(section, method) == method
+  if field in FIELD_MODES and mode not in FIELD_MODES[field]:
+    return False
+  if section in SECTION_METHODS:
+    return SECTION_METHODS[section] == method and mode in METHOD_SECTION_MODES
+  return True
 
 
 def _read_json(path: epath.Path, what: str) -> dict:
@@ -312,6 +324,21 @@ def save_config(config: ml_collections.ConfigDict, workdir: str | epath.PathLike
     record[OVERRIDE_FIELD] = False  # a permission of one invocation, not part of the run
   _write_atomic(check.path, json.dumps(record, indent=2))
   return check.path
+
+
+def load_config(workdir: str | epath.PathLike) -> ml_collections.ConfigDict:
+  """The config a run saved in ``<workdir>/config.json``, on top of today's defaults (locked).
+
+  Raises:
+    FileNotFoundError: the workdir has no ``config.json``.
+  """
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not the workdir of a run.")
+  config = config_lib.base_config()
+  config.update(_read_json(path, "the config the run was started with"))
+  config.lock()
+  return config
 
 
 def _append_history(workdir: epath.Path, mode: str, check: ConfigCheck) -> None:

@@ -2,7 +2,6 @@
 command through ``python -m otcxr_jax.data.build``), resolution configs, and building and
 reading without TensorFlow."""
 
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -68,11 +67,10 @@ def test_build_dataset_bad_arguments(tmp_path):
 
 @pytest.mark.parametrize("name", build.REAL_DATASETS)
 def test_build_config_files(name):
-  path = REPO / "configs" / f"build_{name}.py"
-  spec = importlib.util.spec_from_file_location(path.stem, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from configs import build as build_config
+  from configs import common
+  short = {v: k for k, v in common.DATASETS.items()}[name]
+  config = build_config.get_config(f"dataset={short}")
   config_lib.validate(config)
   assert (config.mode, config.data.name, config.data.config) == ("build_dataset", name, "224")
   assert config.data.data_dir == "~/tensorflow_datasets" and config.data.manual_dir is None

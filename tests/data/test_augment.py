@@ -247,3 +247,20 @@ def test_sharded_batch_gives_the_unsharded_result():
                    DEFAULT)
   assert got.view_s.sharding.is_equivalent_to(batch, 4)
   jax.tree.map(_close, got, augment.two_views(key, images, DEFAULT))  # eager, unsharded
+
+
+def test_the_two_evaluation_views():
+  """``whole_image_view``: uint8 images to [0, 1] through the resampler, always; ``at_size``:
+  floating images or masks resized only when their size differs."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(2, 12, 12, 1), dtype=np.uint8)
+  np.testing.assert_array_equal(
+      augment.whole_image_view(jnp.asarray(images), 8),
+      augment.center_view(jnp.asarray(images, jnp.float32) / 255.0, 8))
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  same = augment.at_size(x, 12)
+  assert same.dtype == jnp.float32
+  np.testing.assert_array_equal(same, x)  # no resampling at the model's size
+  np.testing.assert_array_equal(augment.at_size(x, 8), augment.center_view(x, 8))
+  masks = jnp.asarray(images > 128)
+  assert augment.at_size(masks, 12).dtype == jnp.float32

@@ -26,7 +26,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def _main(name: str, manual: pathlib.Path, data_dir: pathlib.Path,
           *extra: str) -> subprocess.CompletedProcess:
-  return _run("otcxr_jax.main", "--config", f"configs/build_{name}.py",
+  short = {"nih_chest_xray14": "nih", "vinbig_cxr": "vinbig", "rsna_pneumonia": "rsna",
+           "siim_acr_pneumothorax": "siim"}[name]
+  return _run("otcxr_jax.main", "--config", f"configs/build.py:dataset={short}",
               f"--config.data.manual_dir={manual}", "--config.data.config=32",
               f"--config.data.data_dir={data_dir}", *extra)
 

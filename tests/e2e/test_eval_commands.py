@@ -1,7 +1,8 @@
-"""Each evaluation mode run as its documented command line,
-``python -m otcxr_jax.main --config configs/<mode>_synthetic.py``, at tiny size (tiny overrides on
-the command line, random-init encoders so no pretraining run is needed): exit 0 and a
-metrics.json. The finetune run is then the classifier that localize's CAM explains."""
+"""Each evaluation mode run as its documented command line, ``python -m otcxr_jax.main --config
+configs/<mode>.py:dataset=synthetic``, at tiny size (tiny overrides on the command line,
+random-init encoders of the config's own network, no run named, so no pretraining run is needed):
+exit 0 and a metrics.json. The finetune run is then the classifier that localize's CAM
+explains."""
 
 import json
 import pathlib
@@ -20,7 +21,8 @@ TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.model.projector_dim=16", "--config.model.cvsim_heads=2",
         "--config.objective.num_iters=5", "--config.train.tensorboard=False",
         "--config.train.log_every=1", "--config.probe.batch_size=8", "--config.probe.num_steps=4",
-        "--config.probe.weight_decays=(0.001,)", "--config.probe.init=random"]
+        "--config.probe.weight_decays=(0.001,)", "--config.probe.init=random",
+        "--config.probe.checkpoint_dir="]  # no run named: the network is the config's own
 MODES = {
     "linear_probe": [],
     "knn": ["--config.knn.k=3"],
@@ -46,7 +48,7 @@ def test_every_evaluation_command_runs(tmp_path):
     if mode == "localize":
       extra = extra + [f"--config.localize.classifier_workdir={tmp_path / 'finetune'}"]
     out = subprocess.run(
-        [sys.executable, "-m", "otcxr_jax.main", "--config", f"configs/{mode}_synthetic.py",
+        [sys.executable, "-m", "otcxr_jax.main", "--config", f"configs/{mode}.py:dataset=synthetic",
          f"--workdir={workdir}", data, *TINY, *extra],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{mode}:\n{out.stdout[-1500:]}\n{out.stderr[-3000:]}"

@@ -12,12 +12,12 @@ import pytest
 from flax import nnx
 from sklearn.metrics import roc_auc_score
 
-from otcxr_jax import config_lib
-from otcxr_jax.evaluation import checkpoints
+from otcxr_jax import config_lib, methods
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
-from otcxr_jax.modes import pretrain
+from otcxr_jax.modes import network, pretrain
+from otcxr_jax.training import checkpoint as ckpt_lib
 from tests.tensorboard_events import read_events
 from tests.tiny import tiny_config
 from tests.modes.test_eval_modes import _numpy_knn
@@ -34,17 +34,27 @@ def pretrained(tmp_path_factory):
 
 def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
   config, root, trained = pretrained
-  encoder = checkpoints.load_pretrained_encoder(config, root / "pretrain/checkpoints/pretrain")
-  initial = nnx.state(factory.build_model(config, nnx.Rngs(config.seed)).encoder)
-  loaded = jax.device_get(nnx.state(encoder))
-  jax.tree.map(np.testing.assert_array_equal, loaded, trained)  # params and BatchNorm stats
-  assert any(not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(loaded), jax.tree.leaves(jax.device_get(initial))))
+  initial = jax.device_get(nnx.state(methods.build_model(config, nnx.Rngs(config.seed)).encoder))
+  # The workdir or its checkpoint directory, with the evaluation's config or from config.json alone
+  for path, given in [(root / "pretrain/checkpoints/pretrain", config), (root / "pretrain", None)]:
+    restored = ckpt_lib.restore_network(path, given)
+    assert restored.step == 2 and restored.directory == root / "pretrain/checkpoints/pretrain"
+    loaded = jax.device_get(nnx.state(restored.module))
+    jax.tree.map(np.testing.assert_array_equal, loaded, trained)  # params and BatchNorm stats
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(loaded), jax.tree.leaves(initial)))
 
   other = tiny_config(root / "tfds")
   other.model.width = 0.25
+  # A config describing another network is refused, naming both values ...
+  with pytest.raises(ckpt_lib.NetworkConflictError,
+                     match=r"config model.width=0.25 conflicts with the network of the run it "
+                           r"reads \(checkpoint\): model.width=0.125 in .*pretrain/config.json"):
+    ckpt_lib.restore_network(root / "pretrain", other)
+  # ... and a checkpoint that does not hold the network a config describes names the parameter.
+  abstract = nnx.eval_shape(lambda: factory.build_encoder(other, nnx.Rngs(0)))
   with pytest.raises(ValueError) as error:
-    checkpoints.load_pretrained_encoder(other, root / "pretrain/checkpoints/pretrain")
+    ckpt_lib.restore_module(abstract, root / "pretrain/checkpoints/pretrain", under="encoder")
   match = re.search(r"parameter 'params/encoder/([\w/]+)' is shape (\([\d, ]*\)) in the "
                     r"checkpoint but shape (\([\d, ]*\))", str(error.value))
   assert match, str(error.value)
@@ -54,9 +64,12 @@ def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):
 
   no_cvsim = tiny_config(root / "tfds")
   no_cvsim.model.cvsim = False
+  abstract = nnx.eval_shape(lambda: methods.build_model(no_cvsim, nnx.Rngs(0)))
   with pytest.raises(ValueError, match=r"parameter 'params/cvsim/\S+' is shape \(\d+(, \d+)*,?\) "
                                        r"in the checkpoint but absent in the config's model"):
-    checkpoints.load_pretrained_encoder(no_cvsim, root / "pretrain/checkpoints/pretrain")
+    ckpt_lib.restore_module(abstract, root / "pretrain/checkpoints/pretrain")
+  with pytest.raises(ckpt_lib.NetworkConflictError, match=r"config model.cvsim=False"):
+    ckpt_lib.restore_network(root / "pretrain", no_cvsim, build_model=methods.build_model)
 
 
 def _encoder_param_shapes(config):
@@ -106,7 +119,7 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
       _check_summary(result["validation"], class_names, n_val)
       assert result["k"] == 5 and result["bank_size"] == 32
       # The AUCs of the numpy reference's scores on the same frozen features (sklearn).
-      encoder, _ = checkpoints.probe_encoder(c, workdir)
+      encoder, _ = network.encoder(c, workdir)
       feats = linear_probe_mode.frozen_features(c, encoder)
       for split in ("validation", "test"):
         scores = _numpy_knn(*feats["train"], feats[split][0], 5, c.knn.temperature)

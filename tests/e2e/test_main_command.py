@@ -26,7 +26,7 @@ _RAISING_MODE = """
       raise {exception}
 
     build_dataset.run = run
-    sys.argv = ["otcxr_jax.main", "--config", "configs/build_rsna_pneumonia.py", *sys.argv[1:]]
+    sys.argv = ["otcxr_jax.main", "--config", "configs/build.py:dataset=rsna", *sys.argv[1:]]
     main.run()
 """
 
@@ -38,7 +38,7 @@ def _main(*args: str) -> subprocess.CompletedProcess:
 
 def test_missing_manual_dir_is_a_short_error(tmp_path):
   missing = tmp_path / "no_such_download"
-  args = ("--config", "configs/build_nih_chest_xray14.py",
+  args = ("--config", "configs/build.py:dataset=nih",
           f"--config.data.manual_dir={missing}", f"--config.data.data_dir={tmp_path / 'data'}")
   result = _main(*args)
   assert result.returncode == 2, result.stderr[-3000:]
@@ -56,7 +56,7 @@ def test_missing_manual_dir_is_a_short_error(tmp_path):
 
 
 def test_unset_manual_dir_names_the_flag(tmp_path):
-  result = _main("--config", "configs/build_rsna_pneumonia.py",
+  result = _main("--config", "configs/build.py:dataset=rsna",
                  f"--config.data.data_dir={tmp_path}")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-2:] == [

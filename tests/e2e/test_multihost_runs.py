@@ -15,8 +15,8 @@ import pytest
 from etils import epath
 from flax import nnx
 
+from otcxr_jax import methods
 from otcxr_jax.data import datasets
-from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import distributed
@@ -98,7 +98,7 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   finally:
     checkpointer.close()
   assert int(multi.step) == 3
-  initial = nnx.state(factory.build_model(config, nnx.Rngs(config.seed)), nnx.Param)
+  initial = nnx.state(methods.build_model(config, nnx.Rngs(config.seed)), nnx.Param)
   update = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), reference.state.params,
                         initial)
   for part in ("params", "model_state"):

@@ -3,7 +3,8 @@ the command line, and refused inputs.
 
 End to end: the runs (the unit tests are in tests/modes/test_report_mode.py)."""
 
-from otcxr_jax import config_lib, modes, report
+from otcxr_jax import config_lib, modes
+from otcxr_jax.reporting import runs as report
 from otcxr_jax.modes import report as report_mode
 from tests.modes.test_report_mode import runs  # noqa: F401 fixture
 from tests.tensorboard_events import read_events

@@ -130,12 +130,12 @@ def _flat(tree) -> dict[str, np.ndarray]:
   return out
 
 
-def test_mismatched_encoder_checkpoint_is_refused_naming_the_parameter(pretrained_checkpoint):
+def test_a_model_field_other_than_the_checkpoints_is_refused_naming_both(pretrained_checkpoint):
   root, checkpoint_dir, _ = pretrained_checkpoint
   config = _segment_config(root / "tfds", init="pretrained", checkpoint_dir=str(checkpoint_dir))
   config.model.width = 0.25
-  with pytest.raises(ValueError,
-                     match=r"parameter 'params/encoder/[\w/]+' is shape \([\d, ]+\) in the "
-                           r"checkpoint but shape \([\d, ]+\)"):
+  with pytest.raises(ValueError, match=r"config model.width=0.25 conflicts with the network of "
+                                       r"the run it reads \(config probe.checkpoint_dir\): "
+                                       r"model.width=0.125 in "):
     segment.run(config, str(root / "mismatch"))
-  assert not (root / "mismatch" / "checkpoints").exists()
+  assert not (root / "mismatch").exists()

@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from otcxr_jax.evaluation import checkpoints
 from otcxr_jax.modes import finetune, knn, pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import workdir as workdir_lib
@@ -286,7 +285,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_previous_step(root, run_dir,
   # An evaluation of a damaged latest step names it instead of using an older one.
   shutil.copytree(directory / "2.damaged", directory / "3")
   with pytest.raises(ckpt_lib.DamagedCheckpointError, match=rf"checkpoint step 3 .*{why}"):
-    checkpoints.load_pretrained_encoder(_config(root), directory)
+    ckpt_lib.restore_network(directory, _config(root))
 
 
 def test_no_intact_checkpoint_is_one_clear_error(root, run_dir):

@@ -12,6 +12,7 @@ from flax import nnx
 from safetensors.numpy import load_file
 from scipy import special
 
+from otcxr_jax import methods
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import classifier
 from otcxr_jax.export import __main__ as cli
@@ -36,6 +37,27 @@ def _randomise(*modules: nnx.Module, seed: int = 0) -> None:
       if path[-1] == "var":
         value = rs.uniform(0.5, 2.0, shape)
       var.set_value(jnp.asarray(value, jnp.float32))
+
+
+def _random(make, seed: int = 0) -> nnx.Module:
+  """``_randomise(make())`` without running ``make``'s initialisers, whose values it replaces
+  (op by op, a ResNet-50's initialisation alone took seconds)."""
+  module = _zeros(make)
+  _randomise(module, seed=seed)
+  return module
+
+
+def _zeros(make):
+  """The module ``make()`` builds, with every variable zero: its layout without the cost of a
+  random initialisation (11.7M parameters for torchvision's ResNet-18)."""
+  graphdef, state = nnx.split(nnx.eval_shape(make))
+  return nnx.merge(graphdef, jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), state))
+
+
+@nnx.jit
+def _apply(module: nnx.Module, images: jax.Array):
+  """``module(images)`` as one compiled program (run op by op, a ResNet-50 took seconds)."""
+  return module(images)
 
 
 def _flat(*modules: nnx.Module) -> dict[str, np.ndarray]:
@@ -86,12 +108,12 @@ def _layout(state_dict):
 
 
 def test_resnet18_state_dict_is_torchvision_resnet18():
-  encoder = ResNet(18, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0))
+  encoder = _zeros(lambda: ResNet(18, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0)))
   assert _layout(sd.to_state_dict(encoder)) == _torchvision_resnet(False, (2, 2, 2, 2), 1000)
 
 
 def test_resnet50_state_dict_has_torchvision_bottleneck_names_with_a_classifier_head():
-  encoder = ResNet(50, width=0.125, in_channels=1, rngs=nnx.Rngs(0))
+  encoder = _zeros(lambda: ResNet(50, width=0.125, in_channels=1, rngs=nnx.Rngs(0)))
   head = LinearClassifier(encoder.num_features, 4, rngs=nnx.Rngs(1))
   expected = _torchvision_resnet(True, (3, 4, 6, 3), 4, in_channels=1, width=0.125)
   assert _layout(sd.to_state_dict(encoder, head)) == expected
@@ -148,13 +170,12 @@ def _timm_forward(w, images_nchw, num_heads, depth):
 
 
 def test_vit_state_dict_is_timm_and_computes_timm_forward():
-  vit = ViT(patch_size=8, dim=32, depth=2, num_heads=4, mlp_ratio=2.0, image_size=32,
-            in_channels=3, num_classes=5, rngs=nnx.Rngs(0))
-  _randomise(vit)
+  vit = _random(lambda: ViT(patch_size=8, dim=32, depth=2, num_heads=4, mlp_ratio=2.0,
+                            image_size=32, in_channels=3, num_classes=5, rngs=nnx.Rngs(0)))
   state = sd.to_state_dict(vit)
   assert _layout(state) == _timm_vit_layout(32, 2, 8, 3, 1 + 16, 64, 5)
   images = np.random.RandomState(1).rand(2, 32, 32, 3).astype(np.float32)
-  out = vit(jnp.asarray(images))
+  out = _apply(vit, images)
   weights = {k: v.astype(np.float64) for k, v in state.items()}
   pooled, logits = _timm_forward(weights, images.transpose(0, 3, 1, 2).astype(np.float64),
                                  num_heads=4, depth=2)
@@ -166,8 +187,8 @@ def test_vit_state_dict_is_timm_and_computes_timm_forward():
 
 def test_safetensors_round_trip_rebuilds_the_configured_encoder_and_head(tmp_path):
   config = tiny_config(tmp_path)
-  encoder = factory.build_encoder(config, nnx.Rngs(0))
-  head = LinearClassifier(encoder.num_features, 3, rngs=nnx.Rngs(1))
+  encoder = _zeros(lambda: factory.build_encoder(config, nnx.Rngs(0)))
+  head = _zeros(lambda: LinearClassifier(encoder.num_features, 3, rngs=nnx.Rngs(1)))
   _randomise(encoder, head)
   path = safetensors_io.save(tmp_path / "out" / "enc.safetensors", encoder, head,
                              model=safetensors_io.model_metadata(config),
@@ -187,15 +208,14 @@ def test_safetensors_round_trip_rebuilds_the_configured_encoder_and_head(tmp_pat
     np.testing.assert_array_equal(original[key], restored[key], err_msg=key)
   images = jnp.asarray(np.random.RandomState(2).rand(2, 32, 32, 1), jnp.float32)
   encoder.eval()
-  np.testing.assert_array_equal(loaded.head(loaded.encoder(images).pooled),
-                                head(encoder(images).pooled))
+  np.testing.assert_array_equal(loaded.head(_apply(loaded.encoder, images).pooled),
+                                head(_apply(encoder, images).pooled))
 
 
 def test_safetensors_round_trip_of_a_vit_into_a_given_module(tmp_path):
   make = lambda seed: ViT(patch_size=8, dim=16, depth=1, num_heads=2, image_size=16,
                           rngs=nnx.Rngs(seed))
-  vit = make(0)
-  _randomise(vit)
+  vit = _random(lambda: make(0))
   path = safetensors_io.save(tmp_path / "vit.safetensors", vit, model={"note": "test"})
   loaded = safetensors_io.load(path, encoder=nnx.eval_shape(lambda: make(1)))
   assert loaded.head is None and loaded.metadata["architecture"] == "timm.vision_transformer"
@@ -205,7 +225,7 @@ def test_safetensors_round_trip_of_a_vit_into_a_given_module(tmp_path):
 
 
 def test_loading_refuses_state_dicts_of_another_model():
-  encoder = ResNet(18, width=0.125, in_channels=1, rngs=nnx.Rngs(0))
+  encoder = _zeros(lambda: ResNet(18, width=0.125, in_channels=1, rngs=nnx.Rngs(0)))
   state = sd.to_state_dict(encoder)
   missing = {k: v for k, v in state.items() if k != "layer2.0.downsample.0.weight"}
   with pytest.raises(ValueError, match=r"missing keys \['layer2.0.downsample.0.weight'\]"):
@@ -218,8 +238,8 @@ def test_loading_refuses_state_dicts_of_another_model():
                                        r"the model expects \(8, 8, 3, 3\)"):
     sd.load_state_dict(wrong, encoder)
   with pytest.raises(ValueError, match="own linear head"):
-    sd.to_state_dict(ResNet(18, width=0.125, num_classes=2, rngs=nnx.Rngs(0)),
-                     LinearClassifier(64, 2, rngs=nnx.Rngs(0)))
+    sd.to_state_dict(_zeros(lambda: ResNet(18, width=0.125, num_classes=2, rngs=nnx.Rngs(0))),
+                     _zeros(lambda: LinearClassifier(64, 2, rngs=nnx.Rngs(0))))
 
 
 # --- ONNX against JAX ------------------------------------------------------------------------
@@ -237,15 +257,16 @@ def _onnx_outputs(model, images_nhwc):
     (18, dict(in_channels=1, norm="group", norm_groups=4), False),      # GroupNorm variant
 ])
 def test_onnx_inference_model_matches_jax(depth, kwargs, own_head):
-  encoder = ResNet(depth, width=0.125, num_classes=3 if own_head else None, rngs=nnx.Rngs(0),
-                   **kwargs)
-  head = None if own_head else LinearClassifier(encoder.num_features, 3, rngs=nnx.Rngs(1))
+  encoder = _zeros(lambda: ResNet(depth, width=0.125, num_classes=3 if own_head else None,
+                                  rngs=nnx.Rngs(0), **kwargs))
+  head = None if own_head else _zeros(
+      lambda: LinearClassifier(encoder.num_features, 3, rngs=nnx.Rngs(1)))
   _randomise(encoder, *([head] if head else []))
   encoder.eval()
   model = onnx_resnet.resnet_to_onnx(encoder, head, class_names=["x", "y", "z"])
   assert {i.name for i in model.graph.initializer} <= sd.to_state_dict(encoder, head).keys()
   images = np.random.RandomState(3).rand(3, 40, 36, encoder.in_channels).astype(np.float32)
-  out = encoder(jnp.asarray(images))
+  out = _apply(encoder, images)
   logits = out.logits if own_head else head(out.pooled)
   got = _onnx_outputs(model, images)
   np.testing.assert_allclose(got["features"], out.pooled, rtol=1e-4, atol=1e-5)
@@ -254,7 +275,8 @@ def test_onnx_inference_model_matches_jax(depth, kwargs, own_head):
 
 
 def test_onnx_export_refuses_a_vit():
-  vit = ViT(patch_size=8, dim=16, depth=1, num_heads=2, image_size=16, rngs=nnx.Rngs(0))
+  vit = _zeros(lambda: ViT(patch_size=8, dim=16, depth=1, num_heads=2, image_size=16,
+                           rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="ONNX export supports the ResNet encoders; got ViT"):
     onnx_resnet.resnet_to_onnx(vit)
 
@@ -273,7 +295,7 @@ def _save_run(config, workdir, model, run_dir):
 
 def test_cli_exports_a_pretraining_run(tmp_path, capsys):
   config = tiny_config(tmp_path / "tfds")
-  model = factory.build_model(config, nnx.Rngs(0))
+  model = _zeros(lambda: methods.build_model(config, nnx.Rngs(0)))
   _randomise(model.encoder)
   _save_run(config, tmp_path / "run", model, "pretrain")
   out = tmp_path / "export" / "encoder.safetensors"
@@ -290,15 +312,14 @@ def test_cli_exports_a_pretraining_run(tmp_path, capsys):
   model.encoder.eval()
   got = _onnx_outputs(onnx.load(str(tmp_path / "encoder.onnx")), images)
   assert set(got) == {"features"}
-  np.testing.assert_allclose(got["features"], model.encoder(jnp.asarray(images)).pooled,
+  np.testing.assert_allclose(got["features"], _apply(model.encoder, images).pooled,
                              rtol=1e-4, atol=1e-5)
 
 
 def test_cli_exports_a_finetuning_run_with_its_classifier(tmp_path):
   config = tiny_config(tmp_path / "tfds", mode="finetune")
   names = datasets.class_names(config)
-  model = classifier.build_classifier(config, len(names))
-  _randomise(model)
+  model = _random(lambda: classifier.build_classifier(config, len(names)))
   _save_run(config, tmp_path / "run", model, "finetune_best")
   out = tmp_path / "clf.onnx"
   assert cli.main(["--workdir", str(tmp_path / "run"), "--format", "onnx", "--out",
@@ -307,7 +328,7 @@ def test_cli_exports_a_finetuning_run_with_its_classifier(tmp_path):
   assert {p.key: p.value for p in onnx_model.metadata_props} == {"class_names": ",".join(names)}
   images = np.random.RandomState(5).rand(2, 32, 32, 1).astype(np.float32)
   model.eval()
-  logits = model(jnp.asarray(images))
+  logits = _apply(model, images)
   np.testing.assert_allclose(_onnx_outputs(onnx_model, images)["probabilities"],
                              jax.nn.sigmoid(logits), rtol=1e-4, atol=1e-6)
   assert cli.main(["--workdir", str(tmp_path / "run"), "--format", "safetensors", "--out",
@@ -316,7 +337,7 @@ def test_cli_exports_a_finetuning_run_with_its_classifier(tmp_path):
   assert tuple(json.loads(loaded.metadata["class_names"])) == names
   # The file's head is the classifier's standardising head folded into one affine map of the raw
   # pooled features: the same logits up to float rounding.
-  np.testing.assert_allclose(loaded.head(loaded.encoder(jnp.asarray(images)).pooled), logits,
+  np.testing.assert_allclose(loaded.head(_apply(loaded.encoder, images).pooled), logits,
                              rtol=1e-5, atol=1e-5)
 
 

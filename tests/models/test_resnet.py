@@ -133,8 +133,12 @@ def test_batchnorm_uses_batch_statistics_in_train_and_running_ones_in_eval():
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_groupnorm_keeps_the_parameter_count(name):
-  bn = build_encoder(name, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0))
-  gn = build_encoder(name, in_channels=3, num_classes=1000, norm="group", rngs=nnx.Rngs(0))
+  # Shapes only (as the torchvision counts above): initialising 25M parameters adds nothing.
+  bn = nnx.eval_shape(
+      lambda: build_encoder(name, in_channels=3, num_classes=1000, rngs=nnx.Rngs(0)))
+  gn = nnx.eval_shape(lambda: build_encoder(name, in_channels=3, num_classes=1000, norm="group",
+                                            rngs=nnx.Rngs(0)))
+  assert jax.tree.leaves(nnx.state(bn, nnx.BatchStat))  # the check below can fail
   assert count_params(gn) == count_params(bn)
   assert not jax.tree.leaves(nnx.state(gn, nnx.BatchStat))
 

@@ -49,7 +49,13 @@ def tiny():
 
 
 def test_vit_s16_on_small_images():
-  model = vit_s16(image_size=32, num_classes=3, rngs=nnx.Rngs(0))
+  # Random values from numpy in the factory's network: the checks below hold for any values, and
+  # JAX's initialisers, run op by op on 22M parameters, take seconds (they are checked on `tiny`).
+  graphdef, state = nnx.split(nnx.eval_shape(
+      lambda: vit_s16(image_size=32, num_classes=3, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(1)
+  model = nnx.merge(graphdef, jax.tree.map(
+      lambda x: (0.05 * rng.normal(size=x.shape)).astype(x.dtype), state))
   out = _forward(model, _images((2, 32, 32, 1)))
   names = {"block3", "block6", "block9", "block12"}
   assert model.num_features == 384

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from otcxr_jax import config_lib
-from otcxr_jax.evaluation import checkpoints, knn
+from otcxr_jax.evaluation import knn
+from otcxr_jax.training import checkpoint as ckpt_lib
 from tests.tiny import tiny_config
 
 
@@ -80,10 +81,14 @@ def test_config_validates_probe_and_knn_fields():
       config_lib.validate(bad)
 
 
-def test_missing_checkpoint_directory_names_the_path(tmp_path):
+def test_missing_run_or_checkpoint_directory_names_the_path(tmp_path):
   config = tiny_config(tmp_path / "tfds")
   with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
-    checkpoints.load_pretrained_encoder(config, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
+    ckpt_lib.restore_network(tmp_path / "nowhere", config)
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-    checkpoints.load_pretrained_encoder(config, tmp_path / "empty")
+    ckpt_lib.latest_checkpoint(tmp_path, source="")
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(config.to_json_best_effort())
+  (tmp_path / "run" / "checkpoints" / "pretrain").mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    ckpt_lib.restore_network(tmp_path / "run", config)

@@ -151,16 +151,16 @@ def test_validate_names_bad_augmentation():
     config_lib.validate(c)
 
 
-@pytest.mark.parametrize("name,dataset,split", [
-    ("finetune_synthetic", "synthetic_cxr", "train_10pct"),
-    ("finetune_nih_1pct", "nih_chest_xray14", "train_1pct"),
-    ("finetune_nih_10pct", "nih_chest_xray14", "train_10pct"),
-    ("finetune_vinbig_10pct", "vinbig_cxr", "train_10pct"),
-    ("finetune_rsna_10pct", "rsna_pneumonia", "train_10pct"),
-    ("finetune_synthetic_supervised", "synthetic_cxr", "train"),
+@pytest.mark.parametrize("arg,dataset,split", [
+    ("dataset=synthetic", "synthetic_cxr", "train_10pct"),
+    ("dataset=nih,fraction=1pct", "nih_chest_xray14", "train_1pct"),
+    ("dataset=nih,fraction=10pct", "nih_chest_xray14", "train_10pct"),
+    ("dataset=vinbig,fraction=10pct", "vinbig_cxr", "train_10pct"),
+    ("dataset=rsna,fraction=10pct", "rsna_pneumonia", "train_10pct"),
+    ("dataset=synthetic,supervised", "synthetic_cxr", "train"),
 ])
-def test_experiment_configs_validate(name, dataset, split):
-  c = importlib.import_module(f"configs.{name}").get_config()
+def test_experiment_configs_validate(arg, dataset, split):
+  c = importlib.import_module("configs.finetune").get_config(arg)
   config_lib.validate(c)
   assert (c.mode, c.data.name, c.finetune.split) == ("finetune", dataset, split)
   # Budgets in epochs, the LP-FT stages, selection with early stopping.
@@ -168,9 +168,13 @@ def test_experiment_configs_validate(name, dataset, split):
   assert f.num_steps is None and f.eval_every is None and f.warmup_steps is None
   assert f.linear_probe_epochs > 0 and f.num_epochs >= 50 and f.patience > 0
   assert f.encoder_learning_rate <= f.head_learning_rate
-  assert f.init == ("random" if name == "finetune_synthetic_supervised" else "pretrained")
-  if not name.startswith("finetune_synthetic"):
-    assert (c.model.encoder, c.data.image_size, c.data.config) == ("resnet50", 224, "224")
+  supervised = arg.endswith("supervised")
+  assert f.init == ("random" if supervised else "pretrained")
+  assert bool(f.checkpoint_dir) != supervised  # from scratch states its network instead
+  if supervised:
+    assert c.model.encoder == "resnet18"  # the demo's network, which the others read from its run
+  if "synthetic" not in arg:
+    assert (c.data.image_size, c.data.config) == (224, "224")
 
 
 # Epoch budgets.

@@ -186,7 +186,9 @@ def test_validate_names_bad_localize_fields(field, value, expected):
 
 
 def test_localize_nih_config_validates():
-  from configs import localize_nih
-  c = localize_nih.get_config()
+  from configs import localize
+  c = localize.get_config("dataset=nih")
   modes.validate(c)
   assert (c.mode, c.data.name, c.data.test_split) == ("localize", "nih_chest_xray14", "test")
+  assert (c.localize.checkpoint_dir, c.localize.classifier_workdir) == (
+      "workdirs/pretrain_nih", "workdirs/finetune_nih_10pct")

@@ -7,7 +7,6 @@ import pytest
 from flax import nnx
 
 from otcxr_jax import methods
-from otcxr_jax.models import factory
 from otcxr_jax.training import optim
 from otcxr_jax.training import sharding, state as state_lib
 from tests.tiny import tiny_config
@@ -16,7 +15,7 @@ from tests.tiny import tiny_config
 def _steps(config, devices, images, num_steps=1):
   """Parameters before and after ``num_steps`` train steps, and the last step's metrics."""
   mesh = sharding.make_mesh(devices)
-  model = factory.build_model(config, nnx.Rngs(0))
+  model = methods.build_model(config, nnx.Rngs(0))
   tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(1)))
   before = jax.device_get(state.params)

@@ -9,7 +9,6 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax import methods
 from otcxr_jax.data import augment
-from otcxr_jax.models import factory
 from otcxr_jax.objectives import barlow_twins, byol, simclr, vicreg, vicregl
 from tests.tiny import tiny_config
 
@@ -50,7 +49,7 @@ def test_loss_is_the_method_objective_of_the_network_outputs(tmp_path, method):
   config.method = method
   config[method].update(hparams)
   config_lib.validate(config)
-  model = factory.build_model(config, nnx.Rngs(0))
+  model = methods.build_model(config, nnx.Rngs(0))
   model.train()
   rng = jax.random.key_data(jax.random.key(3))
   loss, _ = methods.make_loss_fn(config)(model, {"image": IMAGES}, rng)
@@ -62,10 +61,10 @@ def test_loss_is_the_method_objective_of_the_network_outputs(tmp_path, method):
 
 def test_every_method_starts_from_the_same_encoder(tmp_path):
   config = tiny_config(tmp_path)
-  reference = nnx.state(factory.build_model(config, nnx.Rngs(0)).encoder)
+  reference = nnx.state(methods.build_model(config, nnx.Rngs(0)).encoder)
   for method in config_lib.METHODS[1:]:
     config.method = method
-    encoder = nnx.state(factory.build_model(config, nnx.Rngs(0)).encoder)
+    encoder = nnx.state(methods.build_model(config, nnx.Rngs(0)).encoder)
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(encoder)):
       np.testing.assert_array_equal(a, b)
 

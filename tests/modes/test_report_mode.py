@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from otcxr_jax import config_lib, modes, report
-from otcxr_jax.evaluation import localization, score_files, summary
+from otcxr_jax import config_lib, modes
+from otcxr_jax.evaluation import localization, score_files
+from otcxr_jax.reporting import runs as report
+from otcxr_jax.reporting import summary
 
 CLASSES = ("atelectasis", "effusion", "nodule")
 
@@ -186,27 +188,37 @@ def test_saved_scores_round_trip(tmp_path):
     score_files.save_scores(tmp_path, labels, scores, ["a", "b", "c"])
 
 
-@pytest.mark.parametrize("name,mode,dataset", [
-    ("pretrain_nih", "pretrain", "nih_chest_xray14"),
-    ("linear_probe_nih", "linear_probe", "nih_chest_xray14"),
-    ("linear_probe_vinbig", "linear_probe", "vinbig_cxr"),
-    ("linear_probe_rsna", "linear_probe", "rsna_pneumonia"),
-    ("localize_nih", "localize", "nih_chest_xray14"),
+@pytest.mark.parametrize("name,arg,mode,dataset", [
+    ("pretrain_nih", None, "pretrain", "nih_chest_xray14"),
+    ("linear_probe", "dataset=nih", "linear_probe", "nih_chest_xray14"),
+    ("linear_probe", "dataset=vinbig", "linear_probe", "vinbig_cxr"),
+    ("linear_probe", "dataset=rsna", "linear_probe", "rsna_pneumonia"),
+    ("localize", "dataset=nih", "localize", "nih_chest_xray14"),
+    ("finetune", "dataset=nih,fraction=1pct", "finetune", "nih_chest_xray14"),
+    ("segment", "dataset=siim", "segment", "siim_acr_pneumothorax"),
 ])
-def test_paper_configs_validate_and_read_the_nih_pretraining(name, mode, dataset):
+def test_paper_configs_validate_and_read_the_nih_pretraining(name, arg, mode, dataset, tmp_path,
+                                                             monkeypatch):
   import importlib
   from configs import pretrain_nih
-  c = importlib.import_module(f"configs.{name}").get_config()
-  modes.validate(c)
+  module = importlib.import_module(f"configs.{name}")
+  c = module.get_config(arg) if arg else module.get_config()
   assert (c.mode, c.data.name, c.data.config, c.data.image_size) == (mode, dataset, "224", 224)
+  if mode == "pretrain":
+    modes.validate(c)
+    return
+  # The evaluations read the NIH pretraining run; its config.json gives them the network.
+  section = {"linear_probe": "probe", "segment": "probe"}.get(mode, mode)
+  assert c[section].checkpoint_dir == "workdirs/pretrain_nih"
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "workdirs" / "pretrain_nih").mkdir(parents=True)
   pretraining = pretrain_nih.get_config()
-  # The pretraining checkpoint is rebuilt from these sections (evaluation/checkpoints.py).
-  for section in ("model", "optim", "objective", "train"):
-    assert c[section].to_dict() == pretraining[section].to_dict(), section
-  assert (c.model.encoder, c.model.stem) == ("resnet50", "imagenet")
-  if mode in ("linear_probe", "localize"):
-    checkpoint_dir = c.probe.checkpoint_dir if mode == "linear_probe" else c.localize.checkpoint_dir
-    assert checkpoint_dir == "workdirs/pretrain_nih/checkpoints/pretrain"
+  (tmp_path / "workdirs/pretrain_nih/config.json").write_text(pretraining.to_json_best_effort())
+  resolved = modes.resolve(c, tmp_path / "eval")
+  modes.validate(resolved)
+  for field in ("model", "objective"):
+    assert resolved[field].to_dict() == pretraining[field].to_dict(), field
+  assert (resolved.model.encoder, resolved.model.stem) == ("resnet50", "imagenet")
 
 
 def test_report_config_lists_the_paper_workdirs():
@@ -214,11 +226,12 @@ def test_report_config_lists_the_paper_workdirs():
   c = report_paper.get_config()
   modes.validate(c)
   assert c.mode == "report"
-  # each the default workdir of a paper config (workdirs/<config name>)
-  import pathlib
-  configs = pathlib.Path(__file__).parents[2] / "configs"
-  assert {pathlib.Path(w).name for w in c.report.workdirs} == {
-      "linear_probe_nih", "linear_probe_vinbig", "linear_probe_rsna", "finetune_nih_1pct",
-      "finetune_nih_10pct", "finetune_vinbig_10pct", "finetune_rsna_10pct", "segment_siim",
-      "localize_nih"}
-  assert all((configs / f"{pathlib.Path(w).name}.py").exists() for w in c.report.workdirs)
+  # each the default workdir of a paper config (workdirs/<config name>_<argument values>)
+  from otcxr_jax import main
+  commands = ["linear_probe.py:dataset=nih", "linear_probe.py:dataset=vinbig",
+              "linear_probe.py:dataset=rsna", "finetune.py:dataset=nih,fraction=1pct",
+              "finetune.py:dataset=nih,fraction=10pct", "finetune.py:dataset=vinbig,fraction=10pct",
+              "finetune.py:dataset=rsna,fraction=10pct", "segment.py:dataset=siim",
+              "localize.py:dataset=nih"]
+  assert sorted(c.report.workdirs) == sorted(main.default_workdir(f"configs/{command}")
+                                             for command in commands)

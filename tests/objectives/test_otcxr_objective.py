@@ -21,6 +21,13 @@ def _views(seed=0, batch=2, n=6, m=4, d=5):
   return jnp.asarray(q_s), jnp.asarray(q_t)
 
 
+# Every call below goes through one jitted loss: its Sinkhorn loop is compiled once per
+# configuration and shape (run eagerly, each call traced and compiled the loop anew).
+_loss = jax.jit(otcxr.otcxr_loss, static_argnames=(
+    "epsilon", "num_iters", "cost", "lse_mode", "grad_mode", "center_tokens", "center_positions",
+    "location_weight", "varcov_per_position", "alignment", "global_weight"))
+
+
 @jax.jit
 def _loss_and_parts(q_s, q_t, alpha, beta, eta):
   loss, aux = otcxr.otcxr_loss(q_s, q_t, alpha=alpha, beta=beta, eta=eta, **RAW)
@@ -127,12 +134,12 @@ def test_centred_tokens_ignore_a_per_image_offset():
   q_s, q_t = _views(n=5, m=5)
   offset = jnp.asarray(np.random.default_rng(1).normal(size=(2, 1, 5)).astype(np.float32))
   plain = dict(SOLVER, center_tokens=True)
-  _, a = otcxr.otcxr_loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
-  _, b = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
+  _, a = _loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
+  _, b = _loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **plain)
   np.testing.assert_allclose(a["ot"], b["ot"], rtol=1e-5)
   np.testing.assert_allclose(a["plan"], b["plan"], rtol=1e-4, atol=1e-7)
   # without centring the offset changes the costs
-  _, c = otcxr.otcxr_loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **RAW)
+  _, c = _loss(q_s + 3.0 * offset, q_t, alpha=1.0, beta=0.0, eta=0.0, **RAW)
   assert abs(float(c["ot"]) - float(a["ot"])) > 1e-3
 
 
@@ -142,15 +149,15 @@ def test_centred_positions_ignore_a_position_code():
   q_s, q_t = _views(n=5, m=5)
   code = jnp.asarray(np.random.default_rng(2).normal(size=(1, 5, 5)).astype(np.float32))
   opts = dict(SOLVER, center_positions=True, alpha=1.0, beta=0.0, eta=0.0)
-  _, a = otcxr.otcxr_loss(q_s, q_t, **opts)
-  _, b = otcxr.otcxr_loss(q_s + 5.0 * code, q_t + 5.0 * code, **opts)
+  _, a = _loss(q_s, q_t, **opts)
+  _, b = _loss(q_s + 5.0 * code, q_t + 5.0 * code, **opts)
   np.testing.assert_allclose(a["ot"], b["ot"], rtol=1e-5)
   np.testing.assert_allclose(a["plan"], b["plan"], rtol=1e-4, atol=1e-7)
   by_hand = lambda q: q - jnp.mean(q, axis=0, keepdims=True)
-  _, c = otcxr.otcxr_loss(by_hand(q_s), by_hand(q_t), **dict(opts, center_positions=False))
+  _, c = _loss(by_hand(q_s), by_hand(q_t), **dict(opts, center_positions=False))
   np.testing.assert_allclose(a["ot"], c["ot"], rtol=1e-5)
   # without it, the shared code dominates the cosine cost and the loss falls
-  _, d = otcxr.otcxr_loss(q_s + 5.0 * code, q_t + 5.0 * code, **dict(opts, center_positions=False))
+  _, d = _loss(q_s + 5.0 * code, q_t + 5.0 * code, **dict(opts, center_positions=False))
   assert float(d["ot"]) < float(a["ot"]) - 1e-2
 
 
@@ -169,20 +176,19 @@ def test_strong_location_prior_matches_positions():
   perm = np.array([2, 0, 3, 1])
   location = otcxr.location_cost(jnp.asarray(grid[None].repeat(2, 0)),
                                  jnp.asarray(grid[perm][None].repeat(2, 0)), jnp.ones(2))
-  _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, location_weight=5.0,
-                            location=location, **RAW)
+  _, aux = _loss(q_s, q_t, alpha=1.0, beta=0.0, eta=0.0, location_weight=5.0,
+                 location=location, **RAW)
   plan = np.asarray(aux["plan"])
   # cell i of view s sits where cell argsort(perm)[i] of view t sits
   np.testing.assert_array_equal(plan.argmax(axis=2), np.tile(np.argsort(perm), (2, 1)))
   np.testing.assert_allclose(plan.max(axis=2), 0.25, atol=1e-3)
   with pytest.raises(ValueError, match="location_weight > 0 needs"):
-    otcxr.otcxr_loss(q_s, q_t, location_weight=1.0, **RAW)
+    _loss(q_s, q_t, location_weight=1.0, **RAW)
 
 
 def test_varcov_per_position_matches_numpy():
   q_s, q_t = _views(batch=7, n=3, m=3, d=4)
-  _, aux = otcxr.otcxr_loss(q_s, q_t, alpha=0.0, beta=1.0, eta=1.0, varcov_per_position=True,
-                            **RAW)
+  _, aux = _loss(q_s, q_t, alpha=0.0, beta=1.0, eta=1.0, varcov_per_position=True, **RAW)
   var = cov = 0.0
   for q in (q_s, q_t):
     terms = [_numpy_vicreg_terms(np.asarray(q)[:, n]) for n in range(q.shape[1])]
@@ -208,13 +214,13 @@ def test_global_term_adds_vicreg_of_mean_tokens(alignment):
   q_s, q_t = _views(seed=3, batch=6, n=4, m=4, d=5)
   positions = (jnp.zeros((6, 4, 2)), jnp.zeros((6, 4, 2)))
   kwargs = dict(alignment=alignment, positions=positions, **RAW)
-  base, _ = otcxr.otcxr_loss(q_s, q_t, **kwargs)
-  loss, aux = otcxr.otcxr_loss(q_s, q_t, global_weight=0.3, **kwargs)
+  base, _ = _loss(q_s, q_t, **kwargs)
+  loss, aux = _loss(q_s, q_t, global_weight=0.3, **kwargs)
   expected = _numpy_vicreg(np.asarray(q_s).mean(1), np.asarray(q_t).mean(1))
   assert float(aux["global"]) == pytest.approx(expected, rel=1e-4)
   assert float(loss) == pytest.approx(float(base) + 0.3 * expected, rel=1e-5)
   assert float(aux["loss"]) == pytest.approx(float(loss))
   # The term moves the gradient of the image means (the dense terms alone would not see a
   # per-image offset added to both views' tokens when the tokens are centred).
-  grad = jax.grad(lambda q: otcxr.otcxr_loss(q, q_t, global_weight=1.0, **kwargs)[0])(q_s)
+  grad = jax.grad(lambda q: _loss(q, q_t, global_weight=1.0, **kwargs)[0])(q_s)
   assert np.all(np.isfinite(np.asarray(grad)))

@@ -57,6 +57,32 @@ def test_fields_the_mode_does_not_read_are_not_compared(tmp_path):
     workdir_lib.check_config(config, tmp_path)
 
 
+def test_an_evaluation_compares_only_what_it_reads(tmp_path):
+  """An evaluation reads no pretraining schedule or augmentation, and only localize (its transport
+  maps) the pretraining objective: a rerun with other values of those is the same run."""
+  for mode, objective_compared in (("linear_probe", False), ("finetune", False),
+                                   ("localize", True)):
+    workdir = tmp_path / mode
+    config = tiny_config(tmp_path / "tfds", mode=mode)
+    workdir_lib.save_config(config, workdir)
+    other = tiny_config(tmp_path / "tfds", mode=mode)
+    other.train.batch_size, other.train.num_steps = 64, 5000
+    other.optim.base_learning_rate = 0.5
+    other.augment.rotation_deg = 3.0
+    assert workdir_lib.check_config(other, workdir).changes == (), mode
+    other.objective.epsilon = 0.5
+    if objective_compared:
+      with pytest.raises(workdir_lib.ConfigChangeError, match=r"objective.epsilon 0.05 -> 0.5"):
+        workdir_lib.check_config(other, workdir)
+    else:
+      assert workdir_lib.check_config(other, workdir).changes == (), mode
+  pretraining = tiny_config(tmp_path / "tfds")
+  workdir_lib.save_config(pretraining, tmp_path / "pretrain")
+  pretraining.optim.base_learning_rate = 0.5
+  with pytest.raises(workdir_lib.ConfigChangeError, match=r"optim.base_learning_rate"):
+    workdir_lib.check_config(pretraining, tmp_path / "pretrain")
+
+
 # --- the lock -----------------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -21,6 +21,67 @@ def save_figure(fig, path: epath.PathLike) -> str:
     fig.savefig(f, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path.name
+
+
+def image_rows(rows: Sequence[Sequence[tuple[np.ndarray, str, Callable | None]]], path, *,
+               title_size: int = 8) -> str:
+  """Grey images in a grid, one row per example: each panel ``(image, title, draw)`` shows the
+  ``(H, W)`` image in [0, 1] and what ``draw(axes)`` adds over it (an overlay, boxes; None:
+  nothing). Panels are 2.4 x 2.5 inches."""
+  columns = max(len(row) for row in rows)
+  fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.5 * len(rows)),
+                           squeeze=False)
+  for r, row in enumerate(rows):
+    for c, (image, title, draw) in enumerate(row):
+      ax = axes[r, c]
+      ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+      if draw is not None:
+        draw(ax)
+      ax.set_title(title, fontsize=title_size)
+      ax.set_axis_off()
+  fig.tight_layout()
+  return save_figure(fig, path)
+
+
+def heatmap_overlay(heat: np.ndarray) -> Callable:
+  """``draw(axes)`` of a heatmap over an image: min-max normalised (jet, alpha 0.45), its maximum
+  marked with a white cross (a constant map: no colour, no mark)."""
+  def draw(ax):
+    span = np.ptp(heat)
+    ax.imshow((heat - heat.min()) / span if span > 0 else np.zeros_like(heat), cmap="jet",
+              alpha=0.45, vmin=0, vmax=1)
+    if span > 0:
+      y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+      ax.plot(x, y, "w+", ms=10, mew=2)
+  return draw
+
+
+def mask_overlay(mask: np.ndarray) -> Callable:
+  """``draw(axes)`` of a binary mask over an image (autumn, alpha 0.55, only where it is set)."""
+  def draw(ax):
+    ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.55, vmin=0, vmax=1)
+  return draw
+
+
+def box_outlines(boxes: np.ndarray, size: int) -> Callable:
+  """``draw(axes)`` of ``(n, 4)`` ``(ymin, xmin, ymax, xmax)`` boxes in [0, 1] as outlines on a
+  ``size x size`` image."""
+  from matplotlib import patches
+
+  def draw(ax):
+    for y0, x0, y1, x1 in boxes * size:
+      ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                     edgecolor="lime", lw=1.5))
+  return draw
+
+
+def both(*draws: Callable | None) -> Callable:
+  """One ``draw(axes)`` doing each of ``draws`` in turn (None skipped)."""
+  def draw(ax):
+    for d in draws:
+      if d is not None:
+        d(ax)
+  return draw
 
 
 def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], path,

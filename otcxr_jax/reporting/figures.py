@@ -1,4 +1,4 @@
-"""PNG figures of the evaluation report (``otcxr_jax/report.py``): ROC curves, label-fraction
+"""PNG figures of the evaluation report (``reporting/runs.py``): ROC curves, label-fraction
 curves, Dice bars. Each function writes one figure and returns its file name."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from otcxr_jax.evaluation import metrics, plots  # noqa: E402
+from otcxr_jax.evaluation import metrics  # noqa: E402
+from otcxr_jax.reporting import plots  # noqa: E402
 
 
 def roc_curves(labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str], path,

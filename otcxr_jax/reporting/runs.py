@@ -1,6 +1,6 @@
 """One report of evaluation runs: their ``metrics.json`` collected into ``report.md`` with plots.
 
-    python -m otcxr_jax.report workdirs/linear_probe_nih workdirs/finetune_nih_* \
+    python -m otcxr_jax.reporting workdirs/linear_probe_nih workdirs/finetune_nih_* \
         workdirs/segment_siim workdirs/localize_nih --out reports/paper
     # or, the workdirs in config.report.workdirs (configs/report_paper.py lists the paper's):
     python -m otcxr_jax.main --config configs/report_paper.py --workdir reports/paper
@@ -34,9 +34,10 @@ from typing import Any, Sequence
 import numpy as np
 from etils import epath
 
-from otcxr_jax.evaluation import report_figures, score_files
-from otcxr_jax.evaluation.plots import auc_bars
-from otcxr_jax.evaluation.report import markdown_table
+from otcxr_jax.evaluation import score_files
+from otcxr_jax.reporting import figures as report_figures
+from otcxr_jax.reporting.plots import auc_bars
+from otcxr_jax.reporting.summary import markdown_table
 
 CLASSIFICATION_MODES = ("linear_probe", "knn", "finetune")
 REPORTED_MODES = (*CLASSIFICATION_MODES, "segment", "localize")
@@ -248,7 +249,7 @@ def write_report(workdirs: Sequence[str | epath.PathLike], out: str | epath.Path
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
-      prog="python -m otcxr_jax.report",
+      prog="python -m otcxr_jax.reporting",
       description="Collects the metrics.json of evaluation workdirs (linear_probe, knn, finetune, "
                   "segment, localize) into one report.md with tables and plots.")
   parser.add_argument("workdirs", nargs="+", help="workdirs of evaluation runs")

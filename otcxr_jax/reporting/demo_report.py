@@ -1,4 +1,4 @@
-"""Markdown reports with their PNG plots, written next to the run's metrics."""
+"""The demo's report (``modes/demo.py``): ``report.md`` with its PNG plots, next to its metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 from etils import epath
 
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import plots
+from otcxr_jax.reporting import plots
+from otcxr_jax.reporting.summary import markdown_table
 from otcxr_jax.training.progress import format_duration
 
 PRETRAIN_CURVES = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
@@ -17,12 +18,6 @@ PRETRAIN_CURVES = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
 
 def _fmt(x) -> str:
   return "undefined" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-  return "\n".join(lines)
 
 
 def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:

@@ -1,4 +1,4 @@
-"""AUC summaries of an evaluation split for ``metrics.json`` and the printed table.
+"""An evaluation's results as it reports them: ``metrics.json``, AUC summaries and Markdown tables.
 
 Per-class AUC (``null`` where a class has a single label value on the split), mean AUC over the
 defined classes, and percentile-bootstrap 95% intervals (:func:`metrics.bootstrap_auc_ci`).
@@ -13,10 +13,17 @@ import jax
 import numpy as np
 from etils import epath
 
-from otcxr_jax.evaluation import metrics, report
+from otcxr_jax.evaluation import metrics
 from otcxr_jax.training import summaries
 
 BOOTSTRAP_SAMPLES = 1000
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  """A Markdown table of ``rows`` under ``header`` (cells as given)."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+  return "\n".join(lines)
 
 
 def _num(x) -> float | None:
@@ -52,7 +59,7 @@ def auc_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
           for name in classes]
   rows.append(["**mean**"] + [fmt(summaries[s]["mean_auc"]) + fmt_ci(summaries[s]["mean_auc_ci95"])
                               for s in splits])
-  return report.markdown_table(["class"] + [f"{s} AUC [95% CI]" for s in splits], rows)
+  return markdown_table(["class"] + [f"{s} AUC [95% CI]" for s in splits], rows)
 
 
 def write_metrics(workdir: str | epath.PathLike, result: Mapping[str, Any], *,
