@@ -4,17 +4,9 @@ import os
 import pathlib
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# The tests' programs are tiny and most are compiled once or twice, so compiling dominates the
-# suite's time: XLA:CPU compiles them at LLVM's optimisation level 0 with its classic (not
-# fusion-emitter) code generation, in about half the CPU time of the defaults (a ResNet-50's
-# initialisation and its gradient compile in 1.1 s and 2.5 s of CPU instead of 3.7 s each).
-# Set before the CPU backend is created; subprocesses inherit them; a flag already given in
-# XLA_FLAGS is kept as given.
-_FAST_COMPILE_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
-os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", "")]
-    + [f"--{flag}={value}" for flag, value in _FAST_COMPILE_FLAGS.items()
-       if flag not in os.environ.get("XLA_FLAGS", "")]).strip()
+from tests import fast_compile  # noqa: E402
+
+fast_compile.add_to_environ()  # XLA:CPU compiles the tests' programs quickly (see there)
 
 import jax  # noqa: E402
 

@@ -17,9 +17,10 @@ from flax import nnx
 
 from otcxr_jax import methods
 from otcxr_jax.data import datasets
-from otcxr_jax.modes import pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
-from otcxr_jax.training import distributed
+from otcxr_jax.training import distributed, optim
+from otcxr_jax.training import state as state_lib
+from tests import fast_compile
 from tests.tiny import tiny_config
 from tests.training.test_multihost import (REPO, _CLUSTER_ENV, _config, _evaluations, _labelled_rows, _process_rows)
 
@@ -30,17 +31,21 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_workers(function: str, *args) -> list[subprocess.Popen]:
-  """Two processes running ``tests.training.test_multihost.<function>(*map(str, args))``."""
+def _start_workers(function: str, *args, processes: int = 2,
+                   environ: dict[str, str] | None = None) -> list[subprocess.Popen]:
+  """``processes`` processes of one run (coordinates in their environment when more than one),
+  each running ``tests.training.test_multihost.<function>(*map(str, args))``."""
   port = _free_port()
   code = (f"from tests.training.test_multihost import {function}; "
           f"{function}({', '.join(repr(str(a)) for a in args)})")
   procs = []
-  for index in range(2):
-    env = {k: v for k, v in os.environ.items() if k not in _CLUSTER_ENV}
-    env.update({distributed.ENV_COORDINATOR_ADDRESS: f"127.0.0.1:{port}",
-                distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: str(index),
-                "PYTHONPATH": REPO})
+  for index in range(processes):
+    env = {k: v for k, v in (environ or os.environ).items() if k not in _CLUSTER_ENV}
+    env["PYTHONPATH"] = REPO
+    if processes > 1:
+      env.update({distributed.ENV_COORDINATOR_ADDRESS: f"127.0.0.1:{port}",
+                  distributed.ENV_NUM_PROCESSES: str(processes),
+                  distributed.ENV_PROCESS_ID: str(index)})
     procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
   return procs
@@ -75,12 +80,14 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   data_dir, multi_dir, single_dir = tmp_path / "tfds", tmp_path / "multi", tmp_path / "single"
   config = _config(data_dir)
   datasets.split_source(config, config.data.train_split)  # build once, before the workers
-  procs = _start_workers("worker", data_dir, multi_dir, tmp_path / "jax_cache")
-  try:
-    config.train.num_steps = 3
-    reference = pretrain.run(config, str(single_dir))  # 1 process x 4 devices, no interruption
-  finally:
-    outputs = _wait(procs)
+  # All three processes compile as a run does: with the tests' fast-compile flags
+  # (tests/fast_compile.py) the resumed third step of the two processes ends 1% of the update
+  # away from the reference's.
+  environ = fast_compile.default_codegen_environ()
+  procs = _start_workers("worker", data_dir, multi_dir, tmp_path / "jax_cache", environ=environ)
+  # The reference: 1 process x 4 devices, no interruption.
+  procs += _start_workers("single_worker", data_dir, single_dir, processes=1, environ=environ)
+  outputs = _wait(procs)
   # Both processes resumed (the checks below); process 0 alone says so.
   assert "resumed from step 2" in outputs[0], outputs[0][-2000:]
   assert "resumed from step 2" not in outputs[1], outputs[1][-2000:]
@@ -92,18 +99,23 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
 
   # The 2-process checkpoint restores in one process and equals the 1-process run up to float32
   # reduction-order noise (same global batches, same augmentations).
-  checkpointer = ckpt_lib.Checkpointer(multi_dir / "checkpoints" / "pretrain", save_every=0)
-  try:
-    multi = checkpointer.restore(ckpt_lib.abstract_like(reference.state), step=3)
-  finally:
-    checkpointer.close()
-  assert int(multi.step) == 3
-  initial = nnx.state(methods.build_model(config, nnx.Rngs(config.seed)), nnx.Param)
-  update = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), reference.state.params,
-                        initial)
+  model = methods.build_model(config, nnx.Rngs(config.seed))
+  initial = nnx.state(model, nnx.Param)
+  _, template = state_lib.create_train_state(model, optim.pretraining_optimizer(config)[0],
+                                             jax.random.key_data(jax.random.key(0)))
+  restored = {}
+  for name, workdir in (("multi", multi_dir), ("single", single_dir)):
+    checkpointer = ckpt_lib.Checkpointer(workdir / "checkpoints" / "pretrain", save_every=0)
+    try:
+      restored[name] = checkpointer.restore(ckpt_lib.abstract_like(template), step=3)
+    finally:
+      checkpointer.close()
+  multi, reference = restored["multi"], restored["single"]
+  assert int(multi.step) == int(reference.step) == 3
+  update = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), reference.params, initial)
   for part in ("params", "model_state"):
     diff = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
-                        getattr(reference.state, part), getattr(multi, part))
+                        getattr(reference, part), getattr(multi, part))
     assert _norm(diff) < 1e-4 * _norm(update), (part, _norm(diff), _norm(update))
   multi_losses, single_losses = _losses(multi_dir), _losses(single_dir)
   assert sorted(multi_losses) == [1, 2, 3]

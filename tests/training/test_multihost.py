@@ -67,6 +67,15 @@ def worker(data_dir: str, workdir: str, cache_dir: str) -> None:
   pretrain.run(config, workdir)
 
 
+def single_worker(data_dir: str, workdir: str) -> None:
+  """The multi-process run's reference: one process of 4 CPU devices, 3 steps, uninterrupted."""
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_num_cpu_devices", 4)
+  config = _config(data_dir)
+  config.train.num_steps = 3
+  pretrain.run(config, workdir)
+
+
 def _labelled_rows(count: int) -> list[dict]:
   """In-memory records ``{'x': (3,) float32, 'id': text of a length varying with the row}``."""
   return [{"x": np.arange(3, dtype=np.float32) + 10 * i, "id": f"row{i}" + "+" * (i % 4)}
