@@ -18,6 +18,8 @@ from otcxr_jax.models import factory, resnet
 from otcxr_jax.objectives import registry as objective_registry
 
 PROBE_INITS = ("pretrained", "random")
+# What a frozen-feature evaluation reads of the encoder (evaluation/features.feature_fn).
+PROBE_READOUTS = ("pooled", "map")
 FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
 # Pretraining methods, OTCXR first (objectives/registry.OBJECTIVES), and the config section of
 # each one's hyperparameters: config.<method>, but OTCXR's is config.objective.
@@ -179,6 +181,8 @@ def _probe() -> dict:
       weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # chosen on validation mean AUC
       pixel_floor_size=16,         # raw-pixel floor: images downsampled to this side
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
+      readout="pooled",            # linear probe and demo features: 'pooled' (global average
+                                   # pool) or 'map' (the dense map, flattened: keeps where)
       checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
   )
 
@@ -387,6 +391,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
                "train.num_steps", "train.log_every", "optim.base_learning_rate",
                "probe.batch_size", "probe.num_steps", "probe.learning_rate"])
   require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
+  require(c.probe.readout in PROBE_READOUTS, "probe.readout", c.probe.readout,
+          f"one of {PROBE_READOUTS}")
   require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
           "a directory path ('' for <workdir>/checkpoints/pretrain)")
   require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",

@@ -9,16 +9,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from otcxr_jax import config_lib
 from otcxr_jax.data import pipeline
 from otcxr_jax.training import sharding
 
 
-def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None
-                      ) -> Callable[[jax.Array], jax.Array]:
-  """``images uint8 (B,H,W,C) -> pooled float32 (B,C)``, the encoder in eval mode, jitted.
+def feature_fn(encoder: nnx.Module, image_size: int, readout: str = "pooled", mesh=None
+               ) -> Callable[[jax.Array], jax.Array]:
+  """``images uint8 (B,H,W,C) -> features float32 (B,F)``, the encoder in eval mode, jitted.
 
-  The encoder's state is replicated over ``mesh`` (default: all devices) to meet sharded batches.
+  ``readout`` (one of ``config_lib.PROBE_READOUTS``): ``'pooled'``, the global average pool
+  (``F = C``); ``'map'``, the dense map (the one the pretraining loss reads) flattened
+  (``F = h * w * C``), a linear readout that keeps where things are. The encoder's state is
+  replicated over ``mesh`` (default: all devices) to meet sharded batches.
   """
+  if readout not in config_lib.PROBE_READOUTS:
+    raise ValueError(f"readout must be one of {config_lib.PROBE_READOUTS}, got {readout!r}")
   encoder.eval()
   graphdef, state = nnx.split(encoder)
   state = sharding.replicate(state, mesh or sharding.make_mesh())
@@ -28,10 +34,18 @@ def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None
     x = images.astype(jnp.float32) / 255.0
     if x.shape[1:3] != (image_size, image_size):
       x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), "bilinear")
-    model = nnx.merge(graphdef, state, copy=True)
-    return model(x).pooled.astype(jnp.float32)
+    out = nnx.merge(graphdef, state, copy=True)(x)
+    if readout == "map":
+      return out.dense.reshape(out.dense.shape[0], -1).astype(jnp.float32)
+    return out.pooled.astype(jnp.float32)
 
   return lambda images: fn(state, images)
+
+
+def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None
+                      ) -> Callable[[jax.Array], jax.Array]:
+  """``images uint8 (B,H,W,C) -> pooled float32 (B,C)``: :func:`feature_fn`'s ``'pooled'``."""
+  return feature_fn(encoder, image_size, "pooled", mesh)
 
 
 def map_split(fn: Callable[[dict[str, jax.Array]], Any], source, *, batch_size: int,

@@ -2,7 +2,7 @@
 
 1. builds ``synthetic_cxr`` if absent (no download);
 2. pretrains OTCXR (resumable from ``<workdir>``);
-3. extracts frozen pooled features of the pretrained encoder and the floors: the same encoder at
+3. extracts frozen features (``probe.readout``) of the pretrained encoder and the floors: the same encoder at
    its random initialisation (with BatchNorm: statistics as initialised, and re-estimated on
    the training images), and raw downsampled pixels;
 4. trains linear probes (weight decay chosen on validation), evaluates test once;
@@ -38,7 +38,7 @@ def _splits(config) -> dict[str, str]:
 
 
 def probe_features(config: ml_collections.ConfigDict, encoder, sources) -> dict:
-  fn = features.pooled_feature_fn(encoder, config.data.image_size)
+  fn = features.feature_fn(encoder, config.data.image_size, config.probe.readout)
   return {k: features.extract(fn, src, batch_size=config.probe.batch_size)
           for k, src in sources.items()}
 

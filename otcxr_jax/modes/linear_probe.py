@@ -3,7 +3,8 @@
 1. the encoder ``config.probe.init`` selects (``modes/network.py``): that of the latest checkpoint
    of the run ``config.probe.checkpoint_dir`` names (default: the pretraining run in
    ``<workdir>``), or the same network at its initialisation;
-2. frozen pooled features of the train, validation and test splits;
+2. frozen features of the train, validation and test splits (``probe.readout``: pooled, or the
+   dense map flattened);
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
 4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals), the test
@@ -32,10 +33,10 @@ RUN_NAME = "linear_probe"
 
 def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
                     run_name: str = RUN_NAME) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """``{'train' | 'validation' | 'test': (pooled features (N, C), labels (N, K))}``."""
+  """``{'train' | 'validation' | 'test': (features (N, F), labels (N, K))}``."""
   d = config.data
   splits = {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
-  fn = features.pooled_feature_fn(encoder, d.image_size)
+  fn = features.feature_fn(encoder, d.image_size, config.probe.readout)
   out = {}
   for name, split in splits.items():
     out[name] = features.extract(fn, datasets.split_source(config, split),

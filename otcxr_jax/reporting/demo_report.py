@@ -89,10 +89,12 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
                "same function in training and evaluation)")
   builder = datasets.builder_config(config)
   dataset_config = getattr(builder, "name", builder)
+  readout = ("the encoder's dense map, flattened (a linear readout that keeps where things are)"
+             if config.probe.readout == "map" else "pooled features")
   text = f"""# OTCXR demo report
 
 OTCXR pretraining on the synthetic chest X-ray dataset (`{d.name}/{dataset_config}`), then linear
-probes on frozen pooled features. **{verdict}**
+probes on frozen {readout}. **{verdict}**
 
 The floors: {floors_md}, and raw pixels downsampled to
 {config.probe.pixel_floor_size}x{config.probe.pixel_floor_size}.

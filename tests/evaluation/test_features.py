@@ -43,3 +43,32 @@ def test_map_split_refuses_an_empty_source_and_an_unsplittable_batch():
                                        r"number of devices \(4\)"):
     features.map_split(lambda b: b["image"], _records(3), batch_size=6, keys=("image",),
                        field="segment.batch_size")
+
+
+@pytest.mark.parametrize("readout", ["pooled", "map"])
+def test_feature_fn_reads_the_encoders_pooled_feature_or_flattened_map(tmp_path, readout):
+  from flax import nnx
+
+  from otcxr_jax.models import factory
+  from tests.tiny import tiny_config
+  config = tiny_config(tmp_path)
+  encoder = factory.build_encoder(config, nnx.Rngs(0))
+  images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 1), dtype=np.uint8)
+  got = np.asarray(features.feature_fn(encoder, 32, readout)(images))
+  out = encoder(images.astype(np.float32) / 255.0)
+  dense = np.asarray(out.dense)
+  assert dense.shape == (4, 4, 4, encoder.num_features)
+  if readout == "map":  # row-major (y, x, channel): the probe's weight w[y, x, c]
+    np.testing.assert_allclose(got, dense.reshape(4, -1), rtol=1e-4, atol=1e-5)
+  else:  # the global average pool of the last map (here the dense map)
+    np.testing.assert_allclose(got, dense.mean(axis=(1, 2)), rtol=1e-4, atol=1e-5)
+
+
+def test_feature_fn_refuses_an_unknown_readout(tmp_path):
+  from flax import nnx
+
+  from otcxr_jax.models import factory
+  from tests.tiny import tiny_config
+  encoder = factory.build_encoder(tiny_config(tmp_path), nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"readout must be one of \('pooled', 'map'\), got 'grid'"):
+    features.feature_fn(encoder, 32, "grid")
