@@ -128,6 +128,13 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
           expected = (roc_auc_score(labels[:, j], scores[:, j])
                       if 0 < labels[:, j].sum() < len(labels) else None)
           assert result[split]["per_class_auc"][name] == pytest.approx(expected, abs=1e-6)
+      # probe.readout='map': the 4x4 dense map flattened, whose mean over positions is the pooled
+      # feature read above.
+      c.probe.readout = "map"
+      maps = linear_probe_mode.frozen_features(c, encoder)["test"][0]
+      assert maps.shape == (n_test, 16 * encoder.num_features)
+      np.testing.assert_allclose(maps.reshape(n_test, 16, -1).mean(1), feats["test"][0],
+                                 rtol=1e-4, atol=1e-5)
     else:
       assert result["checkpoint_dir"] == c.probe.checkpoint_dir
       assert set(result["validation_mean_auc_by_weight_decay"]) == {"0.001"}
