@@ -73,7 +73,8 @@ def test_knn_rejects_k_larger_than_bank():
 def test_config_validates_probe_and_knn_fields():
   c = config_lib.base_config()
   config_lib.validate(c)
-  for field, value in [("probe.init", "imagenet"), ("knn.k", 0), ("knn.temperature", 0.0)]:
+  for field, value in [("probe.init", "imagenet"), ("probe.readout", "grid"), ("knn.k", 0),
+                       ("knn.temperature", 0.0)]:
     bad = config_lib.base_config()
     section, name = field.split(".")
     bad[section][name] = value
