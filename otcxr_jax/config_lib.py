@@ -450,12 +450,12 @@ def _validate_parts(c: ml_collections.ConfigDict) -> None:
 
 
 def _check_otcxr(c: ml_collections.ConfigDict) -> None:
-  """OTCXR's dense map is the network's last unless an image-level term trains what follows."""
-  require(c.model.dense_stage == "dense" or c.objective.global_weight > 0,
-          "model.dense_stage", c.model.dense_stage,
-          "'dense' for OTCXR without objective.global_weight: the layers after that stage get no "
-          "gradient, and the pooled features every evaluation reads would come from them at "
-          "their initialisation; end the network there instead (model.num_stages)")
+  """OTCXR's dense map is the network's last: every term of its loss (the image-level one
+  included, which reads the mean of the same dense tokens) starts from that map."""
+  require(c.model.dense_stage == "dense", "model.dense_stage", c.model.dense_stage,
+          "'dense' for OTCXR: every term of its loss reads that stage's map, so the layers after "
+          "it get no gradient, and the pooled features every evaluation reads would come from "
+          "them at their initialisation; end the network there instead (model.num_stages)")
 
 
 def _check_vicregl(c: ml_collections.ConfigDict) -> None:
