@@ -37,10 +37,22 @@ def shared_compilation(tmp_path_factory):
 _E2E = pathlib.Path(__file__).resolve().parent / "e2e"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects and xdist reads the groups
 def pytest_collection_modifyitems(config, items):
   """Every test under tests/e2e/ (a run of a mode, a command or the notebook end to end) is
-  marked slow, so ``-m "not slow"`` is the fast unit selection."""
+  marked slow, so ``-m "not slow"`` is the fast unit selection.
+
+  Under ``pytest -n`` (``--dist loadgroup``, pytest.ini) each end-to-end module is one xdist group
+  unless it names its own (tests/e2e/shared_runs.py): one process runs its tests, so the runs its
+  module and session fixtures make are made once. They are put first, so that the short unit tests
+  fill the processes' time at the end."""
   del config
+  e2e = []
   for item in items:
     if _E2E in pathlib.Path(str(item.path)).resolve().parents:
       item.add_marker(pytest.mark.slow)
+      if item.get_closest_marker("xdist_group") is None:
+        item.add_marker(pytest.mark.xdist_group(pathlib.Path(str(item.path)).stem))
+      e2e.append(item)
+  first = set(e2e)
+  items[:] = e2e + [item for item in items if item not in first]
