@@ -21,22 +21,26 @@ from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import classifier, linear_probe, metrics
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.models import factory
-from otcxr_jax.modes import finetune, pretrain
+from otcxr_jax.modes import finetune
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop
-from tests.tiny import tiny_config
-from tests.modes.test_finetune import PATIENTS, _config, _stage_inputs, root  # noqa: F401 fixture
+from tests.e2e.shared_runs import COHORT_GROUP
+from tests.modes.test_finetune import _config, _stage_inputs
 
-pytestmark = pytest.mark.usefixtures("shared_compilation")
+pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(COHORT_GROUP)]
 
 
 @pytest.fixture(scope="module")
-def pretrained(root):
-  """A 2-step tiny pretraining run: its checkpoint directory and its trained encoder's state."""
-  config = tiny_config(root / "tfds")
-  config.data.synthetic_patients = PATIENTS
-  result = pretrain.run(config, str(root / "pretrain"))
-  return root / "pretrain/checkpoints/pretrain", jax.device_get(nnx.state(result.model().encoder))
+def root(cohort):
+  """The cohort's folder (tests/e2e/conftest.py): its data set, built once, and the runs here."""
+  return cohort[0]
+
+
+@pytest.fixture(scope="module")
+def pretrained(cohort):
+  """The cohort's 2-step tiny pretraining run: its checkpoint directory and its trained encoder's
+  state."""
+  return cohort[1:]
 
 
 def _assert_states_equal(a: nnx.Module, b: nnx.Module) -> None:
@@ -229,18 +233,8 @@ def test_refuses_another_runs_workdir_and_too_large_batches(root, pretrained):
     classifier.load_classifier(root / "pretrain")
 
 
-@pytest.fixture(scope="module")
-def pretrained_run(root, pretrained):
-  """A fine-tuning run from the pretrained encoder, long enough to change the encoder."""
-  checkpoint_dir, _ = pretrained
-  config = _config(root, split="train_10pct", init="pretrained",
-                   checkpoint_dir=str(checkpoint_dir), encoder_learning_rate=0.05)
-  workdir = root / "statistics"
-  return config, workdir, finetune.run(config, str(workdir))
-
-
-def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, pretrained_run):
-  config, workdir, _ = pretrained_run
+def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, cohort_finetuning):
+  config, workdir, _ = cohort_finetuning
   encoder, _ = finetune.initial_encoder(config)
   source = datasets.split_source(config, config.finetune.split)
   pooled = np.stack([  # whole image resized, as evaluation views it, one image at a time
@@ -263,8 +257,8 @@ def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, pretra
   assert any(not np.allclose(a, b) for a, b in zip(initial, trained))  # the encoder did train
 
 
-def test_classifier_standardises_before_its_linear_map(root, pretrained_run):
-  config, workdir, _ = pretrained_run
+def test_classifier_standardises_before_its_linear_map(root, cohort_finetuning):
+  config, workdir, _ = cohort_finetuning
   _, encoder, head = classifier.load_classifier(workdir)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(5, encoder.num_features)), jnp.float32)
   mean, std = np.asarray(head.feature_mean[...]), np.asarray(head.feature_std[...])

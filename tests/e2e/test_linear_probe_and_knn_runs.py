@@ -16,20 +16,22 @@ from otcxr_jax import config_lib, methods
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
-from otcxr_jax.modes import network, pretrain
+from otcxr_jax.modes import network
 from otcxr_jax.training import checkpoint as ckpt_lib
+from tests.e2e.shared_runs import TINY_GROUP
 from tests.tensorboard_events import read_events
 from tests.tiny import tiny_config
 from tests.modes.test_eval_modes import _numpy_knn
 
 
+pytestmark = pytest.mark.xdist_group(TINY_GROUP)
+
+
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-  """A tiny 2-step pretraining workdir, its config and the trained encoder's state."""
-  root = tmp_path_factory.mktemp("eval")
-  config = tiny_config(root / "tfds")
-  result = pretrain.run(config, str(root / "pretrain"))
-  return config, root, jax.device_get(nnx.state(result.model().encoder))
+def pretrained(tiny_pretraining):
+  """The tiny 2-step pretraining run (tests/e2e/shared_runs.py): its config, the folder of its
+  workdir ``pretrain`` and the trained encoder's state."""
+  return tiny_pretraining
 
 
 def test_loads_the_trained_encoder_and_rejects_another_width(pretrained):

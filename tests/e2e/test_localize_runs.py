@@ -16,38 +16,30 @@ from otcxr_jax import modes
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import classifier
 from otcxr_jax.evaluation import localization as loc
-from otcxr_jax.modes import finetune, localize, pretrain
+from otcxr_jax.modes import localize
+from tests.e2e.shared_runs import COHORT_GROUP
 from tests.tiny import tiny_config
 from tests.modes.test_localize import PATIENTS
 
-pytestmark = pytest.mark.usefixtures("shared_compilation")
+pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(COHORT_GROUP)]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """A 2-step pretraining run and a 2-step fine-tuning run from it, on a 300-patient cohort."""
-  root = tmp_path_factory.mktemp("localize")
-  config = tiny_config(root / "tfds")
-  config.data.synthetic_patients = PATIENTS
-  pretrain.run(config, str(root / "pretrain"))
-  c = tiny_config(root / "tfds", mode="finetune")
-  c.data.synthetic_patients = PATIENTS
-  c.train.checkpoint_every = 100
-  f = c.finetune
-  f.split, f.init, f.checkpoint_dir = "train_10pct", "pretrained", str(
-      root / "pretrain/checkpoints/pretrain")
-  f.batch_size, f.num_steps, f.eval_every, f.warmup_steps = 4, 2, 2, 1
-  modes.validate(c)
-  finetune.run(c, str(root / "finetune"))
-  return root
+def runs(cohort, cohort_finetuning):
+  """The cohort's 2-step pretraining run and a fine-tuning run from it (tests/e2e/conftest.py):
+  the root folder, the classifier's workdir and the pretraining checkpoint directory."""
+  root, checkpoint_dir, _ = cohort
+  _, classifier_workdir, _ = cohort_finetuning
+  return root, classifier_workdir, checkpoint_dir
 
 
-def _localize_config(root, **fields):
+def _localize_config(runs, **fields):
+  root, classifier_workdir, checkpoint_dir = runs
   c = tiny_config(root / "tfds", mode="localize")
   c.data.synthetic_patients = PATIENTS
   l = c.localize
-  l.classifier_workdir = str(root / "finetune")
-  l.checkpoint_dir = str(root / "pretrain/checkpoints/pretrain")
+  l.classifier_workdir = str(classifier_workdir)
+  l.checkpoint_dir = str(checkpoint_dir)
   l.num_references = 3
   l.batch_size = 8
   l.num_examples = 4
@@ -58,8 +50,9 @@ def _localize_config(root, **fields):
 
 
 def test_end_to_end_writes_metrics_and_figure(runs):
+  root, classifier_workdir, _ = runs
   config = _localize_config(runs, threshold_mode="top_fraction", threshold=0.2)
-  workdir = runs / "localize"
+  workdir = root / "localize"
   localize.run(config, str(workdir))
   result = json.loads((workdir / "metrics.json").read_text())
 
@@ -71,11 +64,11 @@ def test_end_to_end_writes_metrics_and_figure(runs):
   assert result["methods"]["transport"]["source"] == {
       "init": "pretrained", "checkpoint_dir": config.localize.checkpoint_dir,
       "checkpoint_step": 2, "num_references": 3, "grid": [4, 4]}
-  assert result["methods"]["cam"]["source"]["classifier_workdir"] == str(runs / "finetune")
+  assert result["methods"]["cam"]["source"]["classifier_workdir"] == str(classifier_workdir)
 
   # CAM scores recomputed here: the selected classifier, each instance's class, plain numpy;
   # the weights of the pooled features are the gradient of the (standardising) head's logits.
-  _, encoder, head = classifier.load_classifier(runs / "finetune")
+  _, encoder, head = classifier.load_classifier(classifier_workdir)
   assert np.asarray(head.feature_std[...]).std() > 0  # fitted statistics, not the identity
   weights = np.asarray(jax.jacobian(lambda p: head(p[None])[0])(
       jnp.zeros((encoder.num_features,))))                            # (K, C)
@@ -111,15 +104,15 @@ def test_end_to_end_writes_metrics_and_figure(runs):
 def test_random_pretraining_network_needs_no_checkpoint(runs):
   config = _localize_config(runs, methods=("transport",), init="random", checkpoint_dir="",
                             num_examples=0)
-  result = localize.run(config, str(runs / "random"))
+  result = localize.run(config, str(runs[0] / "random"))
   assert result["methods"]["transport"]["source"]["init"] == "random"
-  assert result["figure"] is None and not (runs / "random" / localize.FIGURE_FILE).exists()
+  assert result["figure"] is None and not (runs[0] / "random" / localize.FIGURE_FILE).exists()
 
 
 def test_classifier_of_another_dataset_is_refused(runs, tmp_path):
   other = tmp_path / "other"
   other.mkdir()
-  saved = json.loads((runs / "finetune/config.json").read_text())
+  saved = json.loads((runs[1] / "config.json").read_text())
   saved["data"]["name"] = "nih_chest_xray14"
   (other / "config.json").write_text(json.dumps(saved))
   config = _localize_config(runs, methods=("cam",), classifier_workdir=str(other))

@@ -22,30 +22,25 @@ import pytest
 from otcxr_jax.modes import finetune, knn, pretrain
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import workdir as workdir_lib
+from tests.e2e.shared_runs import TINY_GROUP
 from tests.tiny import tiny_config
 from tests.training.test_workdir_integrity import _REPO, _files
 
-pytestmark = pytest.mark.usefixtures("shared_compilation")
+pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(TINY_GROUP)]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory):
-  return tmp_path_factory.mktemp("workdir_integrity")
-
-
-@pytest.fixture(scope="module")
-def finished_pretraining(root):
-  """A finished 2-step tiny pretraining workdir (checkpoints at steps 1 and 2)."""
-  workdir = root / "pretrain"
-  pretrain.run(tiny_config(root / "tfds"), str(workdir))
-  return workdir
+def root(tiny_pretraining):
+  """The folder of the finished 2-step tiny pretraining run (tests/e2e/shared_runs.py): its data
+  set, built once, in ``tfds``, and the workdir ``pretrain`` (checkpoints at steps 1 and 2)."""
+  return tiny_pretraining[1]
 
 
 @pytest.fixture
-def run_dir(finished_pretraining, tmp_path):
+def run_dir(root, tmp_path):
   """A copy of the finished pretraining workdir, for one test to change."""
   workdir = tmp_path / "run"
-  shutil.copytree(finished_pretraining, workdir)
+  shutil.copytree(root / "pretrain", workdir)
   return workdir
 
 
