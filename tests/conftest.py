@@ -22,11 +22,15 @@ from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 def shared_compilation(tmp_path_factory):
   """A persistent compilation cache for one test module whose runs compile the same train and
   scoring steps (each is compiled once); the previous settings are restored afterwards. Use
-  with ``pytestmark = pytest.mark.usefixtures("shared_compilation")``."""
+  with ``pytestmark = pytest.mark.usefixtures("shared_compilation")``. The modules of one test
+  process share the cache's folder, so a program another module compiled (the same tiny network's
+  scoring step, a fine-tuning step of the same config) is read back too."""
   previous = (jax.config.jax_compilation_cache_dir,
               jax.config.jax_persistent_cache_min_compile_time_secs)
   compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  directory = tmp_path_factory.getbasetemp() / "jax_cache"
+  directory.mkdir(exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(directory))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   yield
   jax.config.update("jax_compilation_cache_dir", previous[0])
