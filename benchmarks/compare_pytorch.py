@@ -14,7 +14,7 @@ Settings (``--setting``, comma-separated):
 
 | setting | model | images | batch |
 | --- | --- | --- | --- |
-| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.25, ImageNet stem, 3 stages, GroupNorm, 4x4 map | 64² | 128 |
+| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.5, ImageNet stem, 3 stages, GroupNorm, 4x4 map | 64² | 128 |
 | ``resnet18_224`` | ResNet-18, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 | ``resnet50_224`` | ResNet-50, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 

@@ -183,6 +183,8 @@ def _probe() -> dict:
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
       readout="pooled",            # linear probe and demo features: 'pooled' (global average
                                    # pool) or 'map' (the dense map, flattened: keeps where)
+      whiten=True,                 # linear probe and demo: whiten the features (principal axes at
+                                   # unit variance) or only standardise them (False)
       checkpoint_dir="",           # '' = <workdir>/checkpoints/pretrain
   )
 
@@ -393,6 +395,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
   require(c.probe.readout in PROBE_READOUTS, "probe.readout", c.probe.readout,
           f"one of {PROBE_READOUTS}")
+  require(isinstance(c.probe.whiten, bool), "probe.whiten", c.probe.whiten, "True or False")
   require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
           "a directory path ('' for <workdir>/checkpoints/pretrain)")
   require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",

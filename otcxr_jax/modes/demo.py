@@ -77,7 +77,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f, workdir=workdir / "probes", name=name.replace(" ", "_").replace(",", ""),
         weight_decays=config.probe.weight_decays, num_steps=config.probe.num_steps,
         batch_size=config.probe.batch_size, learning_rate=config.probe.learning_rate,
-        seed=config.seed)
+        seed=config.seed, whiten=config.probe.whiten)
     print0(f"[demo] {name}: validation mean AUC {probes[name].val_auc:.3f}, "
            f"test mean AUC {probes[name].test_auc:.3f}")
 

@@ -12,8 +12,9 @@ validation, tested once.
    ``finetune.split`` under this initial encoder (evaluation views), stored in the head as
    non-trainable variables (checkpointed and exported with it), like the BatchNorm without affine
    parameters MAE puts before its linear head (He et al., CVPR 2022). Pretrained pooled features
-   can vary between images by a small fraction of their mean; the frozen linear probe
-   (``evaluation/linear_probe.py``) standardises them, and so does this head.
+   can vary between images by a small fraction of their mean; this head standardises them (the
+   frozen linear probe, ``evaluation/linear_probe.py``, whitens them by default; its
+   ``whiten=False`` is this head's input).
 2. *Stage 1, linear probe* (LP-FT, Kumar et al., ICLR 2022: fine-tuning from a trained head
    distorts the pretrained features less than from a random one, and does better in and out of
    distribution): the head alone on the frozen standardised features of ``finetune.split``,

@@ -64,7 +64,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
                            weight_decays=p.weight_decays, num_steps=p.num_steps,
                            batch_size=p.batch_size, learning_rate=p.learning_rate,
-                           seed=config.seed)
+                           seed=config.seed, whiten=p.whiten)
   class_names = datasets.class_names(config)
   test = summary.auc_summary(feats["test"][1], probe.test_scores, class_names, seed=config.seed)
   result = {

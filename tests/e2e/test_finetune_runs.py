@@ -283,9 +283,10 @@ def test_linear_probe_stage_is_the_linear_probe(root):
   budget = finetune.linear_probe_budget(config, len(train[0]))
   assert (budget.batch_size, budget.num_steps, budget.eval_every) == (8, 72, 24)
 
-  # The frozen linear probe on the same features, with the same steps, batch, rate and seed.
+  # The frozen linear probe on the same features, with the same steps, batch, rate and seed, and
+  # the fine-tuning head's standardisation (it does not whiten).
   probe = linear_probe.run({"train": train, "validation": validation, "test": test},
-                           workdir=root / "lp_reference", name="reference",
+                           workdir=root / "lp_reference", name="reference", whiten=False,
                            weight_decays=(1e-4, 0.3), num_steps=budget.num_steps,
                            batch_size=config.probe.batch_size,
                            learning_rate=config.probe.learning_rate, seed=config.seed)
