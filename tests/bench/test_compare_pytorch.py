@@ -31,7 +31,7 @@ def test_settings_are_the_named_configs():
   demo = cp.make_config("demo")
   assert (demo.model.encoder, demo.model.width, demo.model.stem, demo.model.num_stages,
           demo.model.norm, demo.data.image_size, demo.train.batch_size) == (
-              "resnet18", 0.25, "imagenet", 3, "group", 64, 128)
+              "resnet18", 0.5, "imagenet", 3, "group", 64, 128)
   r18 = cp.make_config("resnet18_224", "bfloat16")
   assert (r18.model.encoder, r18.model.stem, r18.data.image_size, r18.train.batch_size,
           r18.train.compute_dtype) == ("resnet18", "imagenet", 224, 32, "bfloat16")
