@@ -9,7 +9,6 @@ sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, Mapping, Sequence
 
 import grain

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import onnx
 from flax import nnx
 from onnx import TensorProto, helper, numpy_helper

@@ -53,7 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   sources = {k: datasets.split_source(config, split) for k, split in _splits(config).items()}
   class_names = datasets.class_names(config)
-  print0(f"[demo] extracting features: " +
+  print0("[demo] extracting features: " +
          ", ".join(f"{k} {len(v):,}" for k, v in sources.items()))
   random_model = methods.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
   feats = {

@@ -20,7 +20,6 @@ from otcxr_jax import config_lib, methods
 from otcxr_jax.data import augment, datasets
 from otcxr_jax.evaluation import classifier, linear_probe, metrics
 from otcxr_jax.models import LinearClassifier
-from otcxr_jax.models import factory
 from otcxr_jax.modes import finetune
 from otcxr_jax.training import checkpoint as ckpt_lib
 from otcxr_jax.training import loop

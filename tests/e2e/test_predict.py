@@ -5,7 +5,6 @@ input in one line while every other file is still scored."""
 import json
 import pathlib
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
