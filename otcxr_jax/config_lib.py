@@ -195,6 +195,7 @@ def _knn() -> dict:
       k=20,                        # neighbours voting (weighted kNN, Wu et al. 2018; DINO's k)
       temperature=0.07,            # T of the vote weights exp(cosine / T); the cosine of
                                    # features centred on the bank's (training split's) mean
+      whiten=True,                 # whiten the features with the bank's statistics first
   )
 
 
@@ -396,6 +397,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.probe.readout in PROBE_READOUTS, "probe.readout", c.probe.readout,
           f"one of {PROBE_READOUTS}")
   require(isinstance(c.probe.whiten, bool), "probe.whiten", c.probe.whiten, "True or False")
+  require(isinstance(c.knn.whiten, bool), "knn.whiten", c.knn.whiten, "True or False")
   require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
           "a directory path ('' for <workdir>/checkpoints/pretrain)")
   require(isinstance(c.knn.k, int) and not isinstance(c.knn.k, bool) and c.knn.k >= 1, "knn.k",

@@ -1,9 +1,9 @@
 """Linear probe on frozen features: a multi-label linear head trained with binary cross-entropy.
 
-Features are whitened with the training split's statistics (``whiten=True``, the default: centred,
-rotated onto their principal axes and scaled to unit variance along each; directions whose
-variance is below ``1e-6`` of the largest are dropped) or only standardised per feature
-(``whiten=False``). Whitening makes the probe's result that of the logistic regression itself,
+Features are whitened with the training split's statistics (``whiten=True``, the default;
+``evaluation/whitening.py``: centred, rotated onto their principal axes and scaled to unit
+variance along each, directions whose variance is below ``1e-6`` of the largest dropped) or only
+standardised per feature (``whiten=False``). Whitening makes the probe's result that of the logistic regression itself,
 not of how far a first-order optimiser gets in a fixed number of steps: self-supervised features
 are often nearly collinear, their information in directions of small variance, where gradient
 steps on standardised features move slowly (docs/results.md, "The linear probe was
@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from otcxr_jax.data import pipeline
-from otcxr_jax.evaluation import metrics
+from otcxr_jax.evaluation import metrics, whitening
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.training import loop, optim
 
@@ -85,36 +85,11 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   return result.model(), result.history
 
 
-#: Whitening drops the principal directions whose variance is below this share of the largest.
-WHITEN_RELATIVE_FLOOR = 1e-6
-
-
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
   """Each feature centred and divided by its standard deviation on ``train``."""
   mean = train.mean(0, keepdims=True)
   std = train.std(0, keepdims=True) + 1e-6
   return [(a - mean) / std for a in (train, *others)]
-
-
-def whitening(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """``(mean, projection)`` with ``(x - mean) @ projection`` white on ``train`` (identity
-  covariance, float64 statistics): the principal axes scaled by one over their standard
-  deviation, those with variance below ``WHITEN_RELATIVE_FLOOR`` of the largest left out."""
-  x = np.asarray(train, np.float64)
-  mean = x.mean(0, keepdims=True)
-  variances, axes = np.linalg.eigh(np.cov(x - mean, rowvar=False).reshape(x.shape[1], -1))
-  keep = variances > WHITEN_RELATIVE_FLOOR * max(variances.max(), 0.0)
-  if not keep.any():
-    raise ValueError(f"whitening: every one of the {x.shape[1]} features is constant on the "
-                     f"{len(x)} training examples")
-  return mean, axes[:, keep] / np.sqrt(variances[keep])
-
-
-def whitened(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
-  """``train`` and ``others`` projected with :func:`whitening` of ``train``, as float32."""
-  mean, projection = whitening(train)
-  return [((np.asarray(a, np.float64) - mean) @ projection).astype(np.float32)
-          for a in (train, *others)]
 
 
 def run(features: dict[str, tuple[np.ndarray, np.ndarray]], *, workdir, name: str,
@@ -123,7 +98,7 @@ def run(features: dict[str, tuple[np.ndarray, np.ndarray]], *, workdir, name: st
   """Probes ``features = {'train': (x, y), 'validation': (x, y), 'test': (x, y)}``, whitened
   (``whiten``) or standardised."""
   (tx, ty), (vx, vy), (sx, sy) = features["train"], features["validation"], features["test"]
-  tx, vx, sx = (whitened if whiten else standardise)(tx, vx, sx)
+  tx, vx, sx = (whitening.whitened if whiten else standardise)(tx, vx, sx)
   best = None
   val_by_wd = {}
   for wd in weight_decays:

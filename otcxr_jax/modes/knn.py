@@ -48,7 +48,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     x, y = feats[split]
     scores = knn.knn_scores(bank_x, bank_y, x, k=config.knn.k,
                             temperature=config.knn.temperature,
-                            batch_size=config.probe.batch_size)
+                            batch_size=config.probe.batch_size, whiten=config.knn.whiten)
     splits[split] = summary.auc_summary(y, scores, class_names, seed=config.seed)
   result = {
       "mode": RUN_NAME,
@@ -57,7 +57,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "encoder": config.model.encoder,
       "k": config.knn.k,
       "temperature": config.knn.temperature,
-      "similarity": "cosine of features centred on the bank mean",
+      "similarity": ("cosine of features whitened with the bank's statistics"
+                     if config.knn.whiten else "cosine of features centred on the bank mean"),
       "bank_size": int(len(bank_x)),
       **splits,
       "seconds": time.time() - start,

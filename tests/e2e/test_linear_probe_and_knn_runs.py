@@ -13,6 +13,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 from otcxr_jax import config_lib, methods
+from otcxr_jax.evaluation import whitening
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
@@ -120,11 +121,15 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
       n_val = len(datasets.split_source(c, c.data.val_split))
       _check_summary(result["validation"], class_names, n_val)
       assert result["k"] == 5 and result["bank_size"] == 32
-      # The AUCs of the numpy reference's scores on the same frozen features (sklearn).
+      assert result["similarity"] == "cosine of features whitened with the bank's statistics"
+      # The AUCs of the numpy reference's scores on the same frozen features, whitened with the
+      # bank's statistics (knn.whiten; tests/modes/test_eval_modes.py checks the whitening), by
+      # sklearn.
       encoder, _ = network.encoder(c, workdir)
       feats = linear_probe_mode.frozen_features(c, encoder)
       for split in ("validation", "test"):
-        scores = _numpy_knn(*feats["train"], feats[split][0], 5, c.knn.temperature)
+        bank, queries = whitening.whitened(feats["train"][0], feats[split][0])
+        scores = _numpy_knn(bank, feats["train"][1], queries, 5, c.knn.temperature)
         labels = feats[split][1]
         for j, name in enumerate(class_names):
           expected = (roc_auc_score(labels[:, j], scores[:, j])

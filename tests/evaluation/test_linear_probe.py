@@ -6,7 +6,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from otcxr_jax.evaluation import linear_probe
+from otcxr_jax.evaluation import linear_probe, whitening
 
 
 def test_whitening_gives_unit_covariance_and_drops_degenerate_directions():
@@ -14,16 +14,16 @@ def test_whitening_gives_unit_covariance_and_drops_degenerate_directions():
   base = rng.normal(size=(500, 3)) @ np.diag([10.0, 1.0, 0.1])
   # Five features: the three above, a copy of the first and a constant (rank 3).
   x = np.concatenate([base, base[:, :1], np.full((500, 1), 7.0)], axis=1).astype(np.float32)
-  mean, projection = linear_probe.whitening(x)
+  mean, projection = whitening.whitening(x)
   assert projection.shape == (5, 3)
   white = (x - mean) @ projection
   np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(3), atol=1e-3)
   other = rng.normal(size=(7, 5)).astype(np.float32)
-  w_train, w_other = linear_probe.whitened(x, other)
+  w_train, w_other = whitening.whitened(x, other)
   np.testing.assert_allclose(w_train, white, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(w_other, (other - mean) @ projection, rtol=1e-4, atol=1e-4)
   with pytest.raises(ValueError, match="every one of the 2 features is constant"):
-    linear_probe.whitening(np.ones((10, 2), np.float32))
+    whitening.whitening(np.ones((10, 2), np.float32))
 
 
 def _collinear_splits(seed=0, scale=0.005):

@@ -1,5 +1,5 @@
-"""Evaluation modes: pretrained-encoder loading, weighted kNN on centred features (against numpy
-and a hand-computed case), linear_probe and knn end to end."""
+"""Evaluation modes: pretrained-encoder loading, weighted kNN on centred or whitened features
+(against numpy and a hand-computed case), linear_probe and knn end to end."""
 
 import math
 
@@ -63,6 +63,25 @@ def test_knn_centres_on_the_bank_mean_by_hand():
   plain = knn.knn_scores(bank + 100.0, labels, query + 100.0, k=2, temperature=0.5,
                          center=False)
   assert not np.allclose(plain, got, atol=0.05)
+
+
+def test_whitened_knn_matches_numpy_with_a_cholesky_whitening():
+  """Whitening is unique up to a rotation, which leaves cosines unchanged: the scores equal the
+  numpy vote on features whitened independently, with the inverse Cholesky factor."""
+  rng = np.random.default_rng(3)
+  rotation = np.linalg.qr(rng.normal(size=(5, 5)))[0]
+  mixing = np.diag([10.0, 3.0, 1.0, 0.3, 0.1]) @ rotation  # variances 100 to 0.01
+  bank = rng.normal(size=(60, 5)) @ mixing + 7.0
+  queries = rng.normal(size=(17, 5)) @ mixing + 7.0
+  bank_y = (rng.uniform(size=(60, 2)) < 0.5).astype(np.float32)
+  mean = bank.mean(0)
+  inverse_factor = np.linalg.inv(np.linalg.cholesky(np.cov(bank - mean, rowvar=False))).T
+  expected = _numpy_knn((bank - mean) @ inverse_factor, bank_y, (queries - mean) @ inverse_factor,
+                        5, 0.1, center=False)
+  got = knn.knn_scores(bank, bank_y, queries, k=5, temperature=0.1, whiten=True)
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+  assert not np.allclose(knn.knn_scores(bank, bank_y, queries, k=5, temperature=0.1), expected,
+                         atol=0.05)
 
 
 def test_knn_rejects_k_larger_than_bank():
