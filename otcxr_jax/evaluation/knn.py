@@ -72,7 +72,8 @@ def knn_scores(bank_features: ArrayLike, bank_labels: ArrayLike, query_features:
     whiten: first whiten bank and queries with the bank's statistics
       (``evaluation/whitening.py``; whitened features are centred, so ``center`` is then moot):
       the cosine weighs every principal direction alike, not only the few of largest variance
-      (PCA whitening before cosine retrieval, Jégou and Chum, ECCV 2012).
+      (PCA whitening before cosine retrieval, Jégou and Chum, ECCV 2012). Features wider than
+      ``whitening.MAX_FEATURES`` are only centred.
 
   Returns:
     ``(M, K)`` float32 scores in ``[0, 1]``.
@@ -91,7 +92,7 @@ def knn_scores(bank_features: ArrayLike, bank_labels: ArrayLike, query_features:
     raise ValueError(f"temperature must be positive, got {temperature!r}.")
   if batch_size < 1:
     raise ValueError(f"batch_size must be positive, got {batch_size!r}.")
-  if whiten:
+  if whiten and whitening.applies(bank_x.shape[1]):
     bank_x, queries = whitening.whitened(bank_x, queries)
   if center:
     mean = bank_x.mean(axis=0, dtype=np.float64).astype(np.float32)

@@ -3,14 +3,15 @@
 Features are whitened with the training split's statistics (``whiten=True``, the default;
 ``evaluation/whitening.py``: centred, rotated onto their principal axes and scaled to unit
 variance along each, directions whose variance is below ``1e-6`` of the largest dropped) or only
-standardised per feature (``whiten=False``). Whitening makes the probe's result that of the logistic regression itself,
-not of how far a first-order optimiser gets in a fixed number of steps: self-supervised features
-are often nearly collinear, their information in directions of small variance, where gradient
-steps on standardised features move slowly (docs/results.md, "The linear probe was
-optimiser-limited": 0.662 standardised against 0.731 whitened and 0.731 for scikit-learn's
-L-BFGS on the same features). The head is trained by the shared train loop (same optimiser code,
-checkpoints and logs as pretraining) for each weight decay of a small grid; the one with the best
-validation mean AUC is kept, and the test split is evaluated once with it.
+standardised per feature (``whiten=False``, and above ``whitening.MAX_FEATURES`` features, where
+the covariance would not fit in memory). Whitening makes the probe's result that of the logistic
+regression itself, not of how far a first-order optimiser gets in a fixed number of steps:
+self-supervised features are often nearly collinear, their information in directions of small
+variance, where gradient steps on standardised features move slowly (docs/results.md, "The
+linear probe was optimiser-limited": 0.662 standardised against 0.731 whitened and 0.731 for
+scikit-learn's L-BFGS on the same features). The head is trained by the shared train loop (same
+optimiser code, checkpoints and logs as pretraining) for each weight decay of a small grid; the
+one with the best validation mean AUC is kept, and the test split is evaluated once with it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from otcxr_jax.data import pipeline
 from otcxr_jax.evaluation import metrics, whitening
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.training import loop, optim
+from otcxr_jax.training.distributed import print0
 
 
 @dataclasses.dataclass
@@ -98,6 +100,10 @@ def run(features: dict[str, tuple[np.ndarray, np.ndarray]], *, workdir, name: st
   """Probes ``features = {'train': (x, y), 'validation': (x, y), 'test': (x, y)}``, whitened
   (``whiten``) or standardised."""
   (tx, ty), (vx, vy), (sx, sy) = features["train"], features["validation"], features["test"]
+  if whiten and not whitening.applies(tx.shape[1]):
+    print0(f"[probe] {name}: {tx.shape[1]} features, more than the {whitening.MAX_FEATURES} "
+           "whitened at most: standardising them instead")
+    whiten = False
   tx, vx, sx = (whitening.whitened if whiten else standardise)(tx, vx, sx)
   best = None
   val_by_wd = {}

@@ -14,6 +14,14 @@ import numpy as np
 
 #: Whitening drops the principal directions whose variance is below this share of the largest.
 WHITEN_RELATIVE_FLOOR = 1e-6
+#: Features whitened at most (a float64 covariance of 8,192 features is 512 MiB); wider inputs,
+#: such as a large dense map flattened, are standardised instead (``applies``).
+MAX_FEATURES = 8192
+
+
+def applies(num_features: int) -> bool:
+  """Whether inputs of ``num_features`` are whitened (at most ``MAX_FEATURES``)."""
+  return num_features <= MAX_FEATURES
 
 
 def whitening(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -55,3 +55,14 @@ def test_whitened_probe_matches_sklearn_on_nearly_collinear_features(tmp_path):
   assert white.test_auc == pytest.approx(reference, abs=0.01)
   # The same optimiser and budget on standardised features stops far short.
   assert standardised.test_auc < reference - 0.1
+
+
+def test_inputs_wider_than_the_whitening_limit_are_standardised(tmp_path, monkeypatch, capsys):
+  splits = _collinear_splits()
+  kwargs = dict(workdir=tmp_path, weight_decays=(1e-4,), num_steps=20, batch_size=256,
+                learning_rate=5e-2)
+  standardised = linear_probe.run(splits, name="standardised", whiten=False, **kwargs)
+  monkeypatch.setattr(whitening, "MAX_FEATURES", 15)
+  wide = linear_probe.run(splits, name="wide", **kwargs)
+  assert "16 features, more than the 15 whitened at most" in capsys.readouterr().out
+  np.testing.assert_allclose(wide.test_scores, standardised.test_scores, rtol=1e-5, atol=1e-6)
