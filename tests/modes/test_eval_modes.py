@@ -93,7 +93,7 @@ def test_config_validates_probe_and_knn_fields():
   c = config_lib.base_config()
   config_lib.validate(c)
   for field, value in [("probe.init", "imagenet"), ("probe.readout", "grid"), ("knn.k", 0),
-                       ("knn.temperature", 0.0)]:
+                       ("knn.temperature", 0.0), ("probe.whiten", None), ("knn.whiten", None)]:
     bad = config_lib.base_config()
     section, name = field.split(".")
     bad[section][name] = value
