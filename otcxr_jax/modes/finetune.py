@@ -12,16 +12,18 @@ validation, tested once.
    ``finetune.split`` under this initial encoder (evaluation views), stored in the head as
    non-trainable variables (checkpointed and exported with it), like the BatchNorm without affine
    parameters MAE puts before its linear head (He et al., CVPR 2022). Pretrained pooled features
-   can vary between images by a small fraction of their mean; this head standardises them (the
-   frozen linear probe, ``evaluation/linear_probe.py``, whitens them by default; its
-   ``whiten=False`` is this head's input).
+   can vary between images by a small fraction of their mean; this head standardises them.
 2. *Stage 1, linear probe* (LP-FT, Kumar et al., ICLR 2022: fine-tuning from a trained head
    distorts the pretrained features less than from a random one, and does better in and out of
    distribution): the head alone on the frozen standardised features of ``finetune.split``,
-   computed once, trained by ``linear_probe.train_head`` (AdamW, the linear probe's
-   ``probe.batch_size`` and ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs
-   from N(0, 0.01²) for each weight decay of ``probe.weight_decays``; the head of best validation
-   mean AUC is kept. ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
+   computed once and whitened like the frozen linear probe's (``probe.whiten``, default True:
+   nearly collinear pretrained features otherwise leave a fixed budget of first-order steps
+   short of the logistic regression's optimum, docs/results.md), trained by
+   ``linear_probe.train_head`` (AdamW, the linear probe's ``probe.batch_size`` and
+   ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs from N(0, 0.01²) for each
+   weight decay of ``probe.weight_decays``; the head of best validation mean AUC is kept, its
+   whitening folded into its weights (the head stays an affine map of standardised features).
+   ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
 3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
    (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
    of the training split) through the shared loop (``training/loop.run``), for
@@ -85,7 +87,7 @@ from flax import nnx
 
 from otcxr_jax import config_lib, models
 from otcxr_jax.data import augment, datasets, pipeline
-from otcxr_jax.evaluation import classifier, linear_probe, metrics, score_files
+from otcxr_jax.evaluation import classifier, linear_probe, metrics, score_files, whitening
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.training import loop, optim, selection, sharding
 from otcxr_jax.training import state as state_lib
@@ -243,7 +245,8 @@ class _HeadCurve:
 
 @dataclasses.dataclass
 class LinearProbeStage:
-  """Stage 1's result: the selected head (on standardised features) and what selected it."""
+  """Stage 1's result: the selected head (on the head's standardised features; a head trained
+  on whitened ones is folded back, :func:`fold_whitening`) and what selected it."""
   kernel: np.ndarray                               # (C, K)
   bias: np.ndarray                                 # (K,)
   weight_decay: float
@@ -251,6 +254,7 @@ class LinearProbeStage:
   by_weight_decay: dict[str, float | None]         # final validation mean AUC per weight decay
   curves: dict[str, dict[str, float | None]]       # weight decay -> stage-1 step -> AUC
   budget: StepBudget
+  whitened: bool = False                           # trained on whitened inputs, then folded
 
 
 def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier,
@@ -260,18 +264,26 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   """Stage 1: the linear probe of ``head`` (its feature statistics set) on frozen features.
 
   ``train`` and ``validation`` are ``(pooled features, labels)`` of the fine-tuning split and of
-  validation under the initial encoder. Both are standardised by ``head`` itself, then one head
+  validation under the initial encoder. Both are standardised by ``head`` itself and, with
+  ``config.probe.whiten`` (the default; at most ``whitening.MAX_FEATURES`` features), whitened
+  with the training features' statistics as the frozen probe does, then one head
   per weight decay of ``config.probe.weight_decays`` is trained by ``linear_probe.train_head``
   (``probe.batch_size``, ``probe.learning_rate``, seed ``config.seed``: the heads the frozen
   linear probe trains on these features) for :func:`linear_probe_budget`'s steps, its validation
   mean AUC recorded every ``eval_every`` steps; the head of best final validation mean AUC wins
-  (the first on ties or when none is defined). Checkpoints and curves are kept under
+  (the first on ties or when none is defined), folded back to an affine map of the standardised
+  features (:func:`fold_whitening`), so stage 2 starts from the probe's own solution with the
+  head's parameterisation unchanged. Checkpoints and curves are kept under
   ``<workdir>/linear_probe``, so an interrupted stage resumes.
   """
   p = config.probe
   (tx, ty), (vx, vy) = train, validation
   tx = np.asarray(head.standardize_features(tx))
   vx = np.asarray(head.standardize_features(vx))
+  white = None
+  if p.whiten and whitening.applies(tx.shape[1]):
+    white = whitening.whitening(tx)
+    tx, vx = (_project(a, white) for a in (tx, vx))
   budget = linear_probe_budget(config, len(tx))
   folder = workdir / "linear_probe"
   best, best_score, by_wd, curves = None, -math.inf, {}, {}
@@ -290,9 +302,26 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
     score = value if math.isfinite(value) else -math.inf  # undefined loses to any defined AUC
     if best is None or score > best_score:
       best_score = score
+      if white is not None:
+        kernel, bias = fold_whitening(kernel, bias, *white)
       best = LinearProbeStage(np.asarray(kernel), np.asarray(bias), float(wd), float(value),
-                              by_wd, curves, budget)
+                              by_wd, curves, budget, white is not None)
   return best
+
+
+def _project(features: np.ndarray, white: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+  mean, projection = white
+  return ((np.asarray(features, np.float64) - mean) @ projection).astype(np.float32)
+
+
+def fold_whitening(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+                   projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """A head trained on whitened inputs ``(x - mean) @ projection`` as the same affine map of
+  ``x``: ``x @ (projection @ kernel) + (bias - mean @ projection @ kernel)`` (float64, returned
+  as float32)."""
+  folded = np.asarray(projection, np.float64) @ np.asarray(kernel, np.float64)
+  offset = np.asarray(bias, np.float64) - np.asarray(mean, np.float64).reshape(-1) @ folded
+  return folded.astype(np.float32), offset.astype(np.float32)
 
 
 def _save_start(workdir: epath.Path, head: LinearClassifier, stage: LinearProbeStage | None,
@@ -332,7 +361,7 @@ def linear_probe_summary(config: ml_collections.ConfigDict, stage: LinearProbeSt
   return {"epochs": config.finetune.linear_probe_epochs, "num_steps": b.num_steps,
           "batch_size": b.batch_size, "steps_per_epoch": b.steps_per_epoch,
           "eval_every_steps": b.eval_every, "learning_rate": config.probe.learning_rate,
-          "weight_decay": stage.weight_decay,
+          "weight_decay": stage.weight_decay, "whitened": stage.whitened,
           "validation_mean_auc": _finite_or_none(stage.validation_mean_auc),
           "validation_mean_auc_by_weight_decay": stage.by_weight_decay,
           "validation_mean_auc_by_step": stage.curves}

@@ -270,22 +270,30 @@ def test_classifier_standardises_before_its_linear_map(root, cohort_finetuning):
                              expected, rtol=1e-4, atol=1e-3)
 
 
-def test_linear_probe_stage_is_the_linear_probe(root):
+@pytest.mark.parametrize("whiten", [True, False])
+def test_linear_probe_stage_is_the_linear_probe(root, whiten):
   config = _config(root, linear_probe_epochs=6.0, eval_every_epochs=2.0)
   config.probe.weight_decays = (1e-4, 0.3)
+  config.probe.whiten = whiten
   train, validation, test = _stage_inputs()
   head = LinearClassifier(8, 3, standardize=True, rngs=nnx.Rngs(0))
   head.set_standardization(*classifier.feature_statistics(train[0]))
   np.testing.assert_allclose(head.feature_mean[...], train[0].mean(0), rtol=1e-6)
   np.testing.assert_allclose(head.feature_std[...], train[0].std(0), rtol=1e-5)
-  stage = finetune.train_linear_probe(config, head, train, validation, epath.Path(root / "lp"))
+  stage = finetune.train_linear_probe(config, head, train, validation,
+                                     epath.Path(root / f"lp_{whiten}"))
+  assert stage.whitened == whiten
   budget = finetune.linear_probe_budget(config, len(train[0]))
   assert (budget.batch_size, budget.num_steps, budget.eval_every) == (8, 72, 24)
 
-  # The frozen linear probe on the same features, with the same steps, batch, rate and seed, and
-  # the fine-tuning head's standardisation (it does not whiten).
-  probe = linear_probe.run({"train": train, "validation": validation, "test": test},
-                           workdir=root / "lp_reference", name="reference", whiten=False,
+  # The frozen linear probe on the head's standardised features, with the same steps, batch,
+  # rate, seed and whitening: its test scores are those of the stage's head, whose whitening
+  # was folded into its weights.
+  standardised = {name: (np.asarray(head.standardize_features(jnp.asarray(x))), y)
+                  for name, (x, y) in (("train", train), ("validation", validation),
+                                       ("test", test))}
+  probe = linear_probe.run(standardised, workdir=root / f"lp_reference_{whiten}",
+                           name="reference", whiten=whiten,
                            weight_decays=(1e-4, 0.3), num_steps=budget.num_steps,
                            batch_size=config.probe.batch_size,
                            learning_rate=config.probe.learning_rate, seed=config.seed)
