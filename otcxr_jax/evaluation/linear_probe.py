@@ -67,12 +67,10 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   ``hooks`` are called every ``hook_every`` steps (``loop.run``'s periodic evaluators; 0: never).
   Fine-tuning's linear-probe stage (``modes/finetune.py``) trains its heads with this function.
   """
-  source = [{"x": x, "y": y} for x, y in zip(train_x, train_y)]
-  batch_size = min(batch_size, len(source) // jax.device_count() * jax.device_count())
-  batches = pipeline.train_iterator(source, global_batch_size=batch_size, seed=seed,
-                                    transform=pipeline.select_keys(["x", "y"]),
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+  batch_size = min(batch_size, len(train_x) // jax.device_count() * jax.device_count())
+  batches = pipeline.array_batches({"x": train_x, "y": train_y}, global_batch_size=batch_size,
+                                   seed=seed, process_index=jax.process_index(),
+                                   process_count=jax.process_count())
   schedule = optim.make_schedule(peak=learning_rate, total_steps=num_steps,
                                  warmup_steps=num_steps // 20)
   tx = optim.make_optimizer("adamw", schedule=schedule, weight_decay=weight_decay)
