@@ -76,6 +76,7 @@ def _model() -> dict:
       stem="imagenet",             # 'imagenet' (7x7/2 + max-pool) or 'small' (3x3, no pool)
       stem_stride=1,               # the 'small' stem's stride; 'imagenet' has its own (4 with pool)
       num_stages=4,                # ResNet stages built (1-4); fewer end at a finer map
+      last_stride=2,               # the last stage's stride: 2, or 1 for a map twice as fine
       norm="batch",                # ResNet normalisation: 'batch' or 'group' (GroupNorm)
       norm_groups=32,              # GroupNorm groups (gcd with each layer's channels)
       in_channels=1,
@@ -374,6 +375,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.model.stem in resnet.STEMS, "model.stem", c.model.stem, _either(resnet.STEMS))
   require(isinstance(c.model.stem_stride, int) and c.model.stem_stride >= 1, "model.stem_stride",
           c.model.stem_stride, "a positive int")
+  require(c.model.last_stride in (1, 2) and not isinstance(c.model.last_stride, bool),
+          "model.last_stride", c.model.last_stride, "1 or 2 (the last ResNet stage's stride)")
   require(c.model.num_stages in (1, 2, 3, 4) and not isinstance(c.model.num_stages, bool),
           "model.num_stages", c.model.num_stages, "1, 2, 3 or 4 (ResNet stages)")
   require(not c.model.encoder.startswith("resnet") or c.model.dense_stage == "dense"

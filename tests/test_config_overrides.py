@@ -93,6 +93,16 @@ def test_num_stages_ends_the_network_and_dense_stage_must_exist():
     config_lib.validate(config)
 
 
+def test_last_stride_gives_four_stages_a_4x4_map_at_64_and_is_checked():
+  config, _ = _parse("--config.model.num_stages=4", "--config.model.last_stride=1")
+  config_lib.validate(config)
+  strides = _stage_strides(config)
+  assert strides["stage4"] == strides["stage3"] == 16
+  config, _ = _parse("--config.model.last_stride=3")
+  with pytest.raises(config_lib.ConfigError, match="model.last_stride=3: expected 1 or 2"):
+    config_lib.validate(config)
+
+
 def test_otcxr_on_an_inner_stage_is_refused():
   """Stages after OTCXR's dense map get no gradient (the image-level term reads the mean of the
   same dense tokens); the evaluations' pooled features come from them, so such a config would

@@ -205,6 +205,7 @@ class ResNet(nnx.Module):
       stem: Literal["imagenet", "small"] = "imagenet",
       stem_stride: int = 1,
       num_stages: int = 4,
+      last_stride: int = 2,
       zero_init_residual: bool = False,
       norm: str = "batch",
       norm_groups: int = 32,
@@ -226,6 +227,10 @@ class ResNet(nnx.Module):
         finer map: ``dense`` and ``pooled`` are then those of the last built stage (e.g. 3: a
         4x4 map at 64x64 with the 'imagenet' stem, every layer under the loss of a dense
         objective, where a full network's unused ``stage4`` would stay at its initialisation).
+      last_stride: stride of the last built stage (2, torchvision's; or 1: the "last stride"
+        of re-identification networks, Luo et al. 2019), whose map is then as fine as the
+        stage before it (a 4x4 map at 64x64 with the 'imagenet' stem and four stages). Not
+        applied to ``stage1``, which never strides.
       zero_init_residual: start each block's last normalisation scale at zero (Goyal et al. 2017).
       norm: 'batch' (BatchNorm, torchvision's) or 'group' (GroupNorm; see :class:`Norm`).
       norm_groups: GroupNorm's groups (``gcd(norm_groups, channels)`` in each layer).
@@ -247,6 +252,8 @@ class ResNet(nnx.Module):
       raise ValueError(f"stem_stride must be >= 1, got {stem_stride}")
     if isinstance(num_stages, bool) or num_stages not in (1, 2, 3, 4):
       raise ValueError(f"num_stages must be 1, 2, 3 or 4, got {num_stages!r}")
+    if isinstance(last_stride, bool) or last_stride not in (1, 2):
+      raise ValueError(f"last_stride must be 1 or 2, got {last_stride!r}")
     if stem == "imagenet" and stem_stride != 1:
       raise ValueError("stem_stride applies to stem='small' only; the imagenet stem is fixed")
     block, counts = ARCHITECTURES[depth]
@@ -269,7 +276,7 @@ class ResNet(nnx.Module):
     self.stage_names = STAGE_NAMES[:num_stages]
     for i, (name, n_blocks) in enumerate(zip(self.stage_names, counts)):
       planes = scale_channels(64 * 2**i, width)
-      first_stride = 1 if i == 0 else 2
+      first_stride = 1 if i == 0 else last_stride if i == num_stages - 1 else 2
       stride *= first_stride
       blocks = []
       for j in range(n_blocks):

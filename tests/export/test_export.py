@@ -255,6 +255,7 @@ def _onnx_outputs(model, images_nhwc):
     (18, dict(in_channels=1), False),                                   # ImageNet stem, probe head
     (50, dict(in_channels=3, stem="small", stem_stride=2), True),       # Bottleneck, own head
     (18, dict(in_channels=1, norm="group", norm_groups=4), False),      # GroupNorm variant
+    (18, dict(in_channels=1, last_stride=1), False),                    # last stage unstrided
 ])
 def test_onnx_inference_model_matches_jax(depth, kwargs, own_head):
   encoder = _zeros(lambda: ResNet(depth, width=0.125, num_classes=3 if own_head else None,

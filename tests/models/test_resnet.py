@@ -240,3 +240,34 @@ def test_fewer_stages_end_at_a_finer_map(num_stages):
 def test_num_stages_out_of_range(num_stages):
   with pytest.raises(ValueError, match="num_stages must be 1, 2, 3 or 4"):
     build_encoder("resnet18", num_stages=num_stages, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("num_stages", [2, 4])
+def test_last_stride_one_keeps_the_last_map_as_fine_as_the_one_before(num_stages):
+  kw = dict(width=0.125, stem="imagenet", num_stages=num_stages)
+  strided, fine = ResNet(18, rngs=nnx.Rngs(0), **kw), ResNet(18, last_stride=1, rngs=nnx.Rngs(0),
+                                                             **kw)
+  last, before = f"stage{num_stages}", f"stage{num_stages - 1}"
+  assert fine.stage_strides[last] == fine.stage_strides[before] == strided.stage_strides[before]
+  assert strided.stage_strides[last] == 2 * strided.stage_strides[before]
+  # The same weights (a stride has none), so the first strided convolution's output is the
+  # unstrided one at even positions, and the earlier stages are unchanged.
+  jax.tree.map(np.testing.assert_array_equal, nnx.state(fine, nnx.Param),
+               nnx.state(strided, nnx.Param))
+  fine.eval()
+  strided.eval()
+  images = _images()
+  a, b = _forward(fine, images), _forward(strided, images)
+  np.testing.assert_array_equal(a.stages[before], b.stages[before])
+  block = getattr(fine, last)[0]
+  x = jnp.asarray(a.stages[before])
+  np.testing.assert_allclose(block.conv1(x)[:, ::2, ::2],
+                             getattr(strided, last)[0].conv1(x), rtol=1e-5, atol=1e-5)
+  h, w = a.stages[before].shape[1:3]
+  assert a.dense.shape[1:3] == (h, w) and b.dense.shape[1:3] == (-(-h // 2), -(-w // 2))
+
+
+@pytest.mark.parametrize("last_stride", [0, 3, True])
+def test_last_stride_out_of_range(last_stride):
+  with pytest.raises(ValueError, match="last_stride must be 1 or 2"):
+    build_encoder("resnet18", last_stride=last_stride, rngs=nnx.Rngs(0))
