@@ -1,22 +1,9 @@
-"""Test configuration: four simulated CPU devices, set before JAX is first used, and one persistent
-compilation cache for the whole session."""
+"""Test configuration: four simulated CPU devices, set before JAX is first used."""
 
-import atexit
 import os
 import pathlib
-import shutil
-import tempfile
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-# One compilation cache for the session: the pytest process that starts first makes the folder;
-# the xdist workers and every command a test starts inherit it through the environment, so a
-# program compiled once (the tiny network's train and scoring steps, which many modules and
-# commands run) is read back everywhere else. Removed when that process exits.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-  _CACHE = tempfile.mkdtemp(prefix="otcxr-tests-jax-cache-")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-  atexit.register(shutil.rmtree, _CACHE, True)
 from tests import fast_compile  # noqa: E402
 
 fast_compile.add_to_environ()  # XLA:CPU compiles the tests' programs quickly (see there)
@@ -28,14 +15,27 @@ jax.config.update("jax_platforms", "cpu")
 
 
 import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def shared_compilation():
-  """The modules that name this fixture compile the same train and scoring steps across their
-  tests; the session's persistent compilation cache (set at the top of this file) serves them."""
-  assert jax.config.jax_compilation_cache_dir, "the session's compilation cache is not set"
+def shared_compilation(tmp_path_factory):
+  """A persistent compilation cache for one test module whose runs compile the same train and
+  scoring steps (each is compiled once); the previous settings are restored afterwards. Use
+  with ``pytestmark = pytest.mark.usefixtures("shared_compilation")``. The modules of one test
+  process share the cache's folder, so a program another module compiled (the same tiny network's
+  scoring step, a fine-tuning step of the same config) is read back too."""
+  previous = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+  compilation_cache.reset_cache()
+  directory = tmp_path_factory.getbasetemp() / "jax_cache"
+  directory.mkdir(exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   yield
+  jax.config.update("jax_compilation_cache_dir", previous[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
+  compilation_cache.reset_cache()
 
 
 _E2E = pathlib.Path(__file__).resolve().parent / "e2e"
