@@ -38,8 +38,22 @@ def whitening(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, axes[:, keep] / np.sqrt(variances[keep])
 
 
+def project(features: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+  """``(features - mean) @ projection`` in float64, as float32 (a :func:`whitening`)."""
+  return ((np.asarray(features, np.float64) - mean) @ projection).astype(np.float32)
+
+
 def whitened(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
   """``train`` and ``others`` projected with :func:`whitening` of ``train``, as float32."""
-  mean, projection = whitening(train)
-  return [((np.asarray(a, np.float64) - mean) @ projection).astype(np.float32)
-          for a in (train, *others)]
+  white = whitening(train)
+  return [project(a, *white) for a in (train, *others)]
+
+
+def fold(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray,
+         projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """A linear map trained on whitened inputs ``(x - mean) @ projection`` as the same affine map
+  of ``x``: ``x @ (projection @ kernel) + (bias - mean @ projection @ kernel)`` (float64,
+  returned as float32)."""
+  folded = np.asarray(projection, np.float64) @ np.asarray(kernel, np.float64)
+  offset = np.asarray(bias, np.float64) - np.asarray(mean, np.float64).reshape(-1) @ folded
+  return folded.astype(np.float32), offset.astype(np.float32)

@@ -52,7 +52,8 @@ def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Encoder:
   kwargs = dict(in_channels=m.in_channels, dtype=compute_dtype(config), rngs=rngs)
   if m.encoder.startswith("resnet"):
     kwargs.update(width=m.width, stem=m.stem, stem_stride=stem_stride(m),
-                  num_stages=m.num_stages, last_stride=m.last_stride, norm=m.norm, norm_groups=m.norm_groups)
+                  num_stages=m.num_stages, last_stride=m.last_stride, norm=m.norm,
+                  norm_groups=m.norm_groups)
   else:
     kwargs.update(image_size=config.data.image_size)
   return models.build_encoder(m.encoder, **kwargs)

@@ -246,7 +246,7 @@ class _HeadCurve:
 @dataclasses.dataclass
 class LinearProbeStage:
   """Stage 1's result: the selected head (on the head's standardised features; a head trained
-  on whitened ones is folded back, :func:`fold_whitening`) and what selected it."""
+  on whitened ones is folded back, ``whitening.fold``) and what selected it."""
   kernel: np.ndarray                               # (C, K)
   bias: np.ndarray                                 # (K,)
   weight_decay: float
@@ -272,7 +272,7 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   linear probe trains on these features) for :func:`linear_probe_budget`'s steps, its validation
   mean AUC recorded every ``eval_every`` steps; the head of best final validation mean AUC wins
   (the first on ties or when none is defined), folded back to an affine map of the standardised
-  features (:func:`fold_whitening`), so stage 2 starts from the probe's own solution with the
+  features (``whitening.fold``), so stage 2 starts from the probe's own solution with the
   head's parameterisation unchanged. Checkpoints and curves are kept under
   ``<workdir>/linear_probe``, so an interrupted stage resumes.
   """
@@ -283,7 +283,7 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   white = None
   if p.whiten and whitening.applies(tx.shape[1]):
     white = whitening.whitening(tx)
-    tx, vx = (_project(a, white) for a in (tx, vx))
+    tx, vx = (whitening.project(a, *white) for a in (tx, vx))
   budget = linear_probe_budget(config, len(tx))
   folder = workdir / "linear_probe"
   best, best_score, by_wd, curves = None, -math.inf, {}, {}
@@ -303,25 +303,10 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
     if best is None or score > best_score:
       best_score = score
       if white is not None:
-        kernel, bias = fold_whitening(kernel, bias, *white)
+        kernel, bias = whitening.fold(kernel, bias, *white)
       best = LinearProbeStage(np.asarray(kernel), np.asarray(bias), float(wd), float(value),
                               by_wd, curves, budget, white is not None)
   return best
-
-
-def _project(features: np.ndarray, white: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-  mean, projection = white
-  return ((np.asarray(features, np.float64) - mean) @ projection).astype(np.float32)
-
-
-def fold_whitening(kernel: np.ndarray, bias: np.ndarray, mean: np.ndarray,
-                   projection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """A head trained on whitened inputs ``(x - mean) @ projection`` as the same affine map of
-  ``x``: ``x @ (projection @ kernel) + (bias - mean @ projection @ kernel)`` (float64, returned
-  as float32)."""
-  folded = np.asarray(projection, np.float64) @ np.asarray(kernel, np.float64)
-  offset = np.asarray(bias, np.float64) - np.asarray(mean, np.float64).reshape(-1) @ folded
-  return folded.astype(np.float32), offset.astype(np.float32)
 
 
 def _save_start(workdir: epath.Path, head: LinearClassifier, stage: LinearProbeStage | None,

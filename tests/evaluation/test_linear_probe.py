@@ -66,3 +66,13 @@ def test_inputs_wider_than_the_whitening_limit_are_standardised(tmp_path, monkey
   wide = linear_probe.run(splits, name="wide", **kwargs)
   assert "16 features, more than the 15 whitened at most" in capsys.readouterr().out
   np.testing.assert_allclose(wide.test_scores, standardised.test_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_fold_whitening_gives_the_same_affine_map():
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(20, 6)) @ rng.normal(size=(6, 6))
+  mean, projection = whitening.whitening(x)
+  kernel, bias = rng.normal(size=(projection.shape[1], 3)), rng.normal(size=3)
+  folded, offset = whitening.fold(kernel, bias, mean, projection)
+  expected = ((x - mean) @ projection) @ kernel + bias
+  np.testing.assert_allclose(x @ folded + offset, expected, rtol=1e-4, atol=1e-4)

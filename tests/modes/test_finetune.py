@@ -15,7 +15,7 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib
-from otcxr_jax.evaluation import classifier, metrics, whitening
+from otcxr_jax.evaluation import classifier, metrics
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.modes import finetune
 from otcxr_jax.training import optim
@@ -236,12 +236,3 @@ def test_linear_probe_stage_beats_the_initial_head(root):
       + stage.bias), abs=1e-6)
   assert after > 0.95 and after > before + 0.2, (before, after)
 
-
-def test_fold_whitening_gives_the_same_affine_map():
-  rng = np.random.default_rng(3)
-  x = rng.normal(size=(20, 6)) @ rng.normal(size=(6, 6))
-  mean, projection = whitening.whitening(x)
-  kernel, bias = rng.normal(size=(projection.shape[1], 3)), rng.normal(size=3)
-  folded, offset = finetune.fold_whitening(kernel, bias, mean, projection)
-  expected = ((x - mean) @ projection) @ kernel + bias
-  np.testing.assert_allclose(x @ folded + offset, expected, rtol=1e-4, atol=1e-4)
