@@ -27,7 +27,7 @@ validation, tested once.
 3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
    (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
    of the training split) through the shared loop (``training/loop.run``), for
-   ``finetune.num_epochs`` epochs (rounded up to whole validation intervals), or exactly
+   ``finetune.num_epochs`` epochs (rounded to the nearest whole number of validation intervals), or exactly
    ``finetune.num_steps`` steps when that is set. Each image gives one on-device view, a random
    resized crop of area fraction ``finetune.crop_scale`` rotated by ``U(-finetune.rotation_deg,
    finetune.rotation_deg)`` (``config_lib.finetune_augment_config``); the loss is the binary
@@ -126,9 +126,13 @@ class StepBudget:
 
 
 def _whole_intervals(epochs: float, steps_per_epoch: float, eval_every: int) -> int:
-  """``epochs`` in steps (at least one), rounded up to a multiple of ``eval_every``."""
-  steps = max(1, math.ceil(epochs * steps_per_epoch - 1e-9))
-  return -(-steps // eval_every) * eval_every
+  """``epochs`` in steps, rounded to the nearest multiple of ``eval_every`` (at least one).
+
+  To the nearest, not up: ``eval_every`` is itself a rounded number of epochs, and rounding up
+  would add a whole interval whenever it rounds down (10 epochs of 19,969 images at batch 64,
+  validated every 312 steps: 3,120 steps, where rounding up gave 3,432, 11 epochs).
+  """
+  return max(1, round(epochs * steps_per_epoch / eval_every)) * eval_every
 
 
 def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepBudget:
@@ -136,7 +140,7 @@ def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepB
 
   Each count is the config's step field when set, else its epoch field times
   ``num_images / finetune.batch_size``: validation every ``eval_every`` (or
-  ``eval_every_epochs``, at least one step), ``num_steps`` (or ``num_epochs``, rounded up to a
+  ``eval_every_epochs``, at least one step), ``num_steps`` (or ``num_epochs``, rounded to the nearest
   multiple of the validation interval, so that the last state is evaluated), warm-up
   ``warmup_steps`` (or ``warmup_epochs``). With ``num_steps`` set and ``eval_every`` not, the
   interval is the largest divisor of ``num_steps`` not above ``eval_every_epochs`` epochs.
@@ -159,7 +163,7 @@ def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepB
 def linear_probe_budget(config: ml_collections.ConfigDict, num_images: int) -> StepBudget:
   """Stage 1's steps: ``finetune.linear_probe_epochs`` epochs at ``probe.batch_size`` (capped to
   the split as ``linear_probe.train_head`` caps it), validation every ``eval_every_epochs``
-  epochs (at least one step), the total rounded up to a multiple of that interval; warm-up is
+  epochs (at least one step), the total rounded to the nearest multiple of that interval; warm-up is
   ``train_head``'s (5% of the steps)."""
   f = config.finetune
   devices = jax.device_count()

@@ -183,13 +183,19 @@ def test_budgets_convert_epochs_to_steps():
   c = config_lib.base_config()
   f = c.finetune
   f.batch_size, f.num_epochs, f.eval_every_epochs, f.warmup_epochs = 64, 3.0, 1.0, 1.0
-  # 1000 images: 15.625 steps per epoch; validation every 16 steps; 3 epochs = 46.9 -> 47 steps,
-  # rounded up to whole validation intervals; one warm-up epoch.
+  # 1000 images: 15.625 steps per epoch; validation every 16 steps; 3 epochs = 46.9 steps, 2.93
+  # validation intervals -> 3 (48 steps); one warm-up epoch.
   b = finetune.finetune_budget(c, 1000)
   assert (b.steps_per_epoch, b.num_steps, b.eval_every, b.warmup_steps) == (15.625, 48, 16, 16)
   assert b.epochs(48) == pytest.approx(3.072)
   f.eval_every = 10
   assert finetune.finetune_budget(c, 1000).num_steps == 50
+  # An interval rounded down does not add an interval: 19,969 images, 312.02 steps per epoch,
+  # validation every 312; 10 epochs are 10 intervals (3,120 steps), not 11.
+  f.num_epochs, f.eval_every = 10.0, None
+  b = finetune.finetune_budget(c, 19969)
+  assert (b.eval_every, b.num_steps) == (312, 3120)
+  f.num_epochs = 3.0
   # Fixed steps: exactly num_steps, validated every largest divisor of it not above one epoch.
   f.num_steps, f.eval_every, f.warmup_steps = 150, None, 5
   b = finetune.finetune_budget(c, 1000)
@@ -199,7 +205,7 @@ def test_budgets_convert_epochs_to_steps():
   b = finetune.linear_probe_budget(c, 1000)
   assert (b.batch_size, b.eval_every, b.num_steps, b.warmup_steps) == (256, 4, 40, 2)
   b = finetune.linear_probe_budget(c, 50)
-  assert (b.batch_size, b.eval_every, b.num_steps) == (48, 1, 11)  # 10.4 epochs of 1.04 steps
+  assert (b.batch_size, b.eval_every, b.num_steps) == (48, 1, 10)  # 10 epochs of 1.04 steps
 
 
 # The feature statistics and the linear-probe stage, against independent computations.
