@@ -6,8 +6,9 @@ r"""Weighted kNN evaluation of a pretrained encoder's frozen features.
 
 The encoder of the pretraining run ``probe.checkpoint_dir`` names (``workdirs/demo`` for the
 synthetic dataset, ``workdirs/pretrain_nih`` for the real ones), rebuilt from its ``config.json``.
-The training split is the neighbour bank, similarity the cosine of pooled features centred on the
-bank's mean (DINO's weighted vote, ``knn.k`` = 20, ``knn.temperature`` = 0.07).
+The training split is the neighbour bank, similarity the cosine of pooled features whitened with the
+bank's statistics (``knn.whiten``; ``False``: centred on the bank's mean only), DINO's weighted vote
+(``knn.k`` = 20, ``knn.temperature`` = 0.07); see ``otcxr_jax/evaluation/knn.py``.
 """
 
 from configs import common
