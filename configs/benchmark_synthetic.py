@@ -6,11 +6,11 @@ r"""The synthetic benchmark: every pretraining method and OTCXR ablation at one 
 (``--tiny`` is ``--config configs/benchmark_synthetic.py:tiny``; any field can be overridden with
 ``--config.FIELD=VALUE``; see benchmarks/README.md for the runtime.)
 
-Shared by every run: the demo's model and training (``configs/demo.py``: a quarter-width
+Shared by every run: the demo's model and training (``configs/demo.py``: a half-width
 GroupNorm ResNet-18 with the ImageNet stem and three stages, the demo's augmentations, projector sizes
 512 -> 128, AdamW, cosine decay) on ``synthetic_cxr/128`` images of a cohort of
 ``SYNTHETIC_PATIENTS`` patients, at a smaller budget than the demo's: 200 steps of batch 64 (peak
-learning rate 5e-4, 20 warm-up steps), where the demo runs 800 of batch 128. Each run is repeated
+learning rate 5e-4, 20 warm-up steps), where the demo runs 400 of batch 128. Each run is repeated
 for ``benchmark.seeds`` seeds (0, 1, ...; the seed sets the initialisation, the data order and the
 augmentations of pretraining and of the evaluations).
 
