@@ -27,8 +27,8 @@ validation, tested once.
 3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
    (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
    of the training split) through the shared loop (``training/loop.run``), for
-   ``finetune.num_epochs`` epochs (rounded to the nearest whole number of validation intervals), or exactly
-   ``finetune.num_steps`` steps when that is set. Each image gives one on-device view, a random
+   ``finetune.num_epochs`` epochs (rounded to the nearest whole number of validation intervals),
+   or exactly ``finetune.num_steps`` steps when that is set. Each image gives one on-device view, a random
    resized crop of area fraction ``finetune.crop_scale`` rotated by ``U(-finetune.rotation_deg,
    finetune.rotation_deg)`` (``config_lib.finetune_augment_config``); the loss is the binary
    cross-entropy of the sigmoid logits averaged over images and classes. The optimiser
@@ -140,8 +140,8 @@ def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepB
 
   Each count is the config's step field when set, else its epoch field times
   ``num_images / finetune.batch_size``: validation every ``eval_every`` (or
-  ``eval_every_epochs``, at least one step), ``num_steps`` (or ``num_epochs``, rounded to the nearest
-  multiple of the validation interval, so that the last state is evaluated), warm-up
+  ``eval_every_epochs``, at least one step), ``num_steps`` (or ``num_epochs``, rounded to the
+  nearest multiple of the validation interval, so that the last state is evaluated), warm-up
   ``warmup_steps`` (or ``warmup_epochs``). With ``num_steps`` set and ``eval_every`` not, the
   interval is the largest divisor of ``num_steps`` not above ``eval_every_epochs`` epochs.
   """
