@@ -247,6 +247,10 @@ def _finetune() -> dict:
       eval_every_epochs=1.0,       # validation mean AUC (selection, curves) every this many epochs
       eval_every=config_dict.placeholder(int),    # in stage-2 steps instead (divides num_steps)
       patience=10,                 # evaluations without improvement before stopping; 0 = never
+      track_feature_mean=True,     # stage 2: the head centres each batch on its own mean and
+                                   # tracks it (models.LinearClassifier track_mean); False: fixed
+      whitened_head=True,          # stage 2 keeps stage 1's whitening as a fixed projection in
+                                   # the head (probe.whiten); False: folded into its weights
       crop_scale=(0.7, 1.0),       # training view: random resized crop of this area fraction,
       rotation_deg=5.0,            # rotated by U(-rotation_deg, rotation_deg); no photometric
   )
@@ -547,6 +551,8 @@ def _validate_finetune(c: ml_collections.ConfigDict) -> None:
             "finetune.linear_probe_epochs > 0, chooses one on validation)")
   positive(c, ["finetune.encoder_learning_rate", "finetune.head_learning_rate"])
   require(f.weight_decay >= 0, "finetune.weight_decay", f.weight_decay, ">= 0")
+  for field in ("track_feature_mean", "whitened_head"):
+    require(isinstance(f[field], bool), f"finetune.{field}", f[field], "True or False")
   from otcxr_jax.training import optim
   require(f.optimizer in optim.OPTIMIZERS, "finetune.optimizer", f.optimizer,
           f"one of {optim.OPTIMIZERS}")

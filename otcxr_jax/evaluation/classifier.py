@@ -78,12 +78,17 @@ def build_classifier(config: ml_collections.ConfigDict, num_classes: int,
     encoder: the encoder to start from; None builds the one pretraining starts from (random
       initialisation of seed ``config.seed``).
 
-  The head standardises its input (identity statistics until ``head.set_standardization``);
-  its weights start at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
+  The head standardises its input (identity statistics until ``head.set_standardization``;
+  in training mode centred on the batch's mean, which it tracks, with
+  ``config.finetune.track_feature_mean``), projects it with a fixed matrix with
+  ``config.finetune.whitened_head`` (identity until ``head.set_projection``); its weights start
+  at N(0, 0.01²) (seed ``config.seed + 1``) and its biases at zero.
   """
   if encoder is None:
     encoder = factory.build_encoder(config, nnx.Rngs(config.seed))
   head = LinearClassifier(encoder.num_features, num_classes, standardize=True,
+                          track_mean=config.finetune.track_feature_mean,
+                          whiten=config.finetune.whitened_head,
                           rngs=nnx.Rngs(config.seed + 1))
   return Classifier(encoder, head)
 

@@ -177,3 +177,5 @@ def load_state_dict(state_dict: Mapping[str, np.ndarray], encoder: nnx.Module,
   if head is not None and head.standardize:  # the file's map is on the raw features
     head.feature_mean.set_value(jnp.zeros((head.in_dim,), jnp.float32))
     head.feature_std.set_value(jnp.ones((head.in_dim,), jnp.float32))
+    if head.whiten:
+      head.feature_projection.set_value(jnp.eye(head.in_dim, dtype=jnp.float32))

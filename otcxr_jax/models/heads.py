@@ -96,23 +96,53 @@ class LinearClassifier(nnx.Module):
   ``STD_FLOOR * (1 + |m|)`` (constant up to float32 rounding) is centred only (``s`` taken as 1).
   :meth:`affine` gives the same head as one affine map of the raw features (for class activation
   maps and export).
+
+  With ``track_mean=True`` as well, the head centres a training batch on its own mean and moves
+  ``m`` towards it (``m <- momentum m + (1 - momentum) batch mean``, BatchNorm's running average);
+  in evaluation mode (``head.eval()``, the default) it reads ``m``. Fine-tuning needs it when the
+  pooled features vary little between images compared with their mean: a head fitted to their
+  small between-image variation weighs a change of the mean that every image shares (what an
+  encoder update mostly moves) as heavily, and its logits then swing for every image alike.
+  ``s`` stays fixed.
+
+  With ``whiten=True`` as well, the linear map reads the standardised features through a fixed
+  ``(in_dim, in_dim)`` projection ``P`` (:meth:`set_projection`; identity until set):
+  ``logits = ((x - m) / s) P W + b``. Fine-tuning sets ``P`` to the whitening its linear-probe
+  stage was trained under and ``W`` to that probe's weights, so the optimiser keeps updating the
+  head in the coordinates where every direction of the features has unit variance (on nearly
+  collinear features, steps on ``W`` of the standardised features barely move the directions that
+  tell images apart).
   """
 
   #: Relative floor under which a feature counts as constant (centred, not scaled).
   STD_FLOOR = 1e-6
 
   def __init__(self, in_dim: int, num_classes: int, *, standardize: bool = False,
+               track_mean: bool = False, whiten: bool = False, momentum: float = 0.9,
                rngs: nnx.Rngs):
     if in_dim < 1 or num_classes < 1:
       raise ValueError(
           f"in_dim and num_classes must be >= 1, got in_dim={in_dim}, num_classes={num_classes}")
+    if track_mean and not standardize:
+      raise ValueError("track_mean=True needs standardize=True (it tracks the mean it centres on)")
+    if whiten and not standardize:
+      raise ValueError("whiten=True needs standardize=True (it projects the standardised "
+                       "features)")
+    if not 0.0 <= momentum < 1.0:
+      raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     self.in_dim = in_dim
     self.standardize = standardize
+    self.track_mean = track_mean
+    self.whiten = whiten
+    self.momentum = momentum
+    self.use_running_average = True  # nnx's train()/eval() switch; read with track_mean only
     self.linear = nnx.Linear(in_dim, num_classes, kernel_init=normal(0.01),
                              rngs=rngs)
     if standardize:
       self.feature_mean = FeatureStatistics(jnp.zeros((in_dim,), jnp.float32))
       self.feature_std = FeatureStatistics(jnp.ones((in_dim,), jnp.float32))
+    if whiten:
+      self.feature_projection = FeatureStatistics(jnp.eye(in_dim, dtype=jnp.float32))
 
   def set_standardization(self, mean, std) -> None:
     """Sets the fixed statistics: ``(in_dim,)`` per-feature mean and standard deviation.
@@ -133,6 +163,25 @@ class LinearClassifier(nnx.Module):
     self.feature_mean.set_value(mean)
     self.feature_std.set_value(std)
 
+  def set_projection(self, projection) -> None:
+    """Sets the fixed projection of a whitening head: an ``(in_dim, r)`` matrix, ``r <= in_dim``,
+    zero-padded to ``(in_dim, in_dim)`` (the padded outputs are constant zero).
+
+    Raises:
+      ValueError: the head does not whiten, or ``projection`` is not a finite ``(in_dim, r)``
+        array with ``1 <= r <= in_dim``.
+    """
+    if not self.whiten:
+      raise ValueError("this LinearClassifier was built with whiten=False")
+    projection = jnp.asarray(projection, jnp.float32)
+    if (projection.ndim != 2 or projection.shape[0] != self.in_dim
+        or not 1 <= projection.shape[1] <= self.in_dim
+        or not bool(jnp.isfinite(projection).all())):
+      raise ValueError(f"projection must be a finite ({self.in_dim}, r) array with 1 <= r <= "
+                       f"{self.in_dim}, got shape {projection.shape}")
+    padded = jnp.zeros((self.in_dim, self.in_dim), jnp.float32)
+    self.feature_projection.set_value(padded.at[:, :projection.shape[1]].set(projection))
+
   def _mean_and_scale(self) -> tuple[jax.Array, jax.Array]:
     mean, std = self.feature_mean[...], self.feature_std[...]
     constant = std <= self.STD_FLOOR * (1.0 + jnp.abs(mean))
@@ -145,15 +194,25 @@ class LinearClassifier(nnx.Module):
     if not self.standardize:
       return features
     mean, scale = self._mean_and_scale()
-    return (features - mean) / scale
+    if self.track_mean and not self.use_running_average:
+      batch_mean = features.mean(0)
+      self.feature_mean[...] = (self.momentum * self.feature_mean[...]
+                                + (1.0 - self.momentum) * jax.lax.stop_gradient(batch_mean))
+      mean = batch_mean
+    standardized = (features - mean) / scale
+    if self.whiten:
+      return standardized @ self.feature_projection[...]
+    return standardized
 
   def affine(self) -> tuple[jax.Array, jax.Array]:
     """``(kernel (in_dim, K), bias (K,))`` with ``logits = features @ kernel + bias`` on the raw
     features: ``W / s`` and ``b - (m / s) W`` (``W`` and ``b`` themselves without
-    standardisation)."""
+    standardisation; ``P W`` for ``W`` with a projection)."""
     kernel, bias = self.linear.kernel[...], self.linear.bias[...]
     if not self.standardize:
       return kernel, bias
+    if self.whiten:
+      kernel = self.feature_projection[...] @ kernel
     mean, scale = self._mean_and_scale()
     folded = kernel / scale[:, None]
     return folded, bias - mean @ folded

@@ -21,22 +21,26 @@ validation, tested once.
    short of the logistic regression's optimum, docs/results.md), trained by
    ``linear_probe.train_head`` (AdamW, the linear probe's ``probe.batch_size`` and
    ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs from N(0, 0.01²) for each
-   weight decay of ``probe.weight_decays``; the head of best validation mean AUC is kept, its
-   whitening folded into its weights (the head stays an affine map of standardised features).
+   weight decay of ``probe.weight_decays``; the head of best validation mean AUC is kept with
+   its whitening as the head's fixed projection (``finetune.whitened_head``, the default), or
+   folded into its weights (the head then an affine map of the standardised features).
    ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
 3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
    (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
    of the training split) through the shared loop (``training/loop.run``), for
    ``finetune.num_epochs`` epochs (rounded to the nearest whole number of validation intervals),
-   or exactly ``finetune.num_steps`` steps when that is set. Each image gives one on-device view, a random
-   resized crop of area fraction ``finetune.crop_scale`` rotated by ``U(-finetune.rotation_deg,
-   finetune.rotation_deg)`` (``config_lib.finetune_augment_config``); the loss is the binary
+   or exactly ``finetune.num_steps`` steps when that is set. Each image gives one on-device
+   view, a random resized crop of area fraction ``finetune.crop_scale`` rotated by
+   ``U(-finetune.rotation_deg, finetune.rotation_deg)`` (``config_lib.finetune_augment_config``;
+   the whole image when the scale is (1, 1) and the angle 0); the loss is the binary
    cross-entropy of the sigmoid logits averaged over images and classes. The optimiser
    ``finetune.optimizer`` updates the encoder and the head with their own peak learning rates
    (``optim.per_submodule``; the encoder's lower: its features are what pretraining gives), each
    with linear warm-up over ``finetune.warmup_epochs`` (or ``warmup_steps``) and cosine decay to
    0, and decoupled weight decay ``finetune.weight_decay`` on weight matrices. The feature
-   statistics stay fixed.
+   scales and the projection stay fixed; with ``finetune.track_feature_mean`` (the default) the
+   head centres each training batch on its own mean and evaluates with the running mean
+   (``models.LinearClassifier``), so a shift every image shares does not swing the logits.
 4. *Selection* on validation only: the stage-2 start (step 0: the linear probe's classifier) and
    every ``finetune.eval_every_epochs`` epochs (or ``eval_every`` steps) the validation mean AUC
    is computed and the best state kept in ``<workdir>/checkpoints/finetune_best``
@@ -258,7 +262,9 @@ class LinearProbeStage:
   by_weight_decay: dict[str, float | None]         # final validation mean AUC per weight decay
   curves: dict[str, dict[str, float | None]]       # weight decay -> stage-1 step -> AUC
   budget: StepBudget
-  whitened: bool = False                           # trained on whitened inputs, then folded
+  whitened: bool = False                           # trained on whitened inputs
+  projection: np.ndarray | None = None             # (C, r) whitening kept by a whitening head;
+                                                   # None: folded into kernel and bias
 
 
 def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier,
@@ -306,10 +312,16 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
     score = value if math.isfinite(value) else -math.inf  # undefined loses to any defined AUC
     if best is None or score > best_score:
       best_score = score
-      if white is not None:
+      projection = None
+      if white is not None and head.whiten:  # the head keeps the whitening: W on whitened inputs
+        mean, projection = white
+        bias = np.asarray(bias, np.float64) - (mean.reshape(-1) @ projection) @ kernel
+        kernel = np.pad(kernel, ((0, head.in_dim - len(kernel)), (0, 0)))  # padded inputs: 0
+      elif white is not None:
         kernel, bias = whitening.fold(kernel, bias, *white)
-      best = LinearProbeStage(np.asarray(kernel), np.asarray(bias), float(wd), float(value),
-                              by_wd, curves, budget, white is not None)
+      best = LinearProbeStage(np.asarray(kernel, np.float32), np.asarray(bias, np.float32),
+                              float(wd), float(value), by_wd, curves, budget, white is not None,
+                              None if projection is None else projection.astype(np.float32))
   return best
 
 
@@ -325,6 +337,8 @@ def _save_start(workdir: epath.Path, head: LinearClassifier, stage: LinearProbeS
   arrays = {name: np.asarray(value) for name, value in (
       ("feature_mean", head.feature_mean[...]), ("feature_std", head.feature_std[...]),
       ("kernel", head.linear.kernel[...]), ("bias", head.linear.bias[...]))}
+  if head.whiten:
+    arrays["projection"] = np.asarray(head.feature_projection[...])
   with (workdir / START_FILE).open("wb") as f:
     np.savez(f, **arrays)
 
@@ -340,6 +354,8 @@ def _load_start(workdir: epath.Path, head: LinearClassifier) -> dict | None:
   head.set_standardization(arrays["feature_mean"], arrays["feature_std"])
   head.linear.kernel[...] = jnp.asarray(arrays["kernel"])
   head.linear.bias[...] = jnp.asarray(arrays["bias"])
+  if head.whiten and "projection" in arrays:
+    head.set_projection(arrays["projection"])
   record = workdir / LINEAR_PROBE_RECORD
   return json.loads(record.read_text()) if record.exists() else {}
 
@@ -384,6 +400,8 @@ def initial_classifier(config: ml_collections.ConfigDict, encoder: nnx.Module, n
     stage = train_linear_probe(config, model.head, train_features, validation_features, workdir)
     model.head.linear.kernel[...] = jnp.asarray(stage.kernel)
     model.head.linear.bias[...] = jnp.asarray(stage.bias)
+    if stage.projection is not None:
+      model.head.set_projection(stage.projection)
     print0(f"[{RUN_NAME}] stage 1 (linear probe): weight decay {stage.weight_decay:g}, "
            f"validation mean AUC {stage.validation_mean_auc:.4f}")
   _save_start(workdir, model.head, stage, config)

@@ -232,7 +232,8 @@ def test_refuses_another_runs_workdir_and_too_large_batches(root, pretrained):
     classifier.load_classifier(root / "pretrain")
 
 
-def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, cohort_finetuning):
+def test_feature_statistics_are_the_initial_encoders_and_only_the_mean_is_tracked(
+    root, cohort_finetuning):
   config, workdir, _ = cohort_finetuning
   encoder, _ = finetune.initial_encoder(config)
   source = datasets.split_source(config, config.finetune.split)
@@ -242,15 +243,21 @@ def test_feature_statistics_are_the_initial_encoders_and_stay_fixed(root, cohort
           config.data.image_size)).pooled[0], np.float64) for i in range(len(source))])
   mean, std = pooled.mean(0), pooled.std(0)
   assert (std > 0).any()
-  # The selected state and the last one hold the same statistics: they are never trained.
+  start = np.load(workdir / finetune.START_FILE)  # the stage-2 start: the initial encoder's
+  np.testing.assert_allclose(start["feature_mean"], mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(start["feature_std"], std, rtol=1e-4, atol=1e-6)
+  # The selected state and the last one keep the scale and the whitening (never trained); the
+  # mean follows the training batches (finetune.track_feature_mean, the default).
+  assert config.finetune.track_feature_mean and config.finetune.whitened_head
   num_classes = len(datasets.class_names(config))
   skeleton = nnx.eval_shape(lambda: classifier.build_classifier(config, num_classes))
   last, step = ckpt_lib.restore_module(skeleton, workdir / "checkpoints/finetune")
   assert step == 4
   _, selected_encoder, selected = classifier.load_classifier(workdir)
   for head in (selected, last.head):
-    np.testing.assert_allclose(head.feature_mean[...], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head.feature_std[...], std, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(head.feature_projection[...], start["projection"], rtol=1e-6)
+  assert not np.allclose(last.head.feature_mean[...], mean, rtol=1e-6, atol=0)
   initial = jax.tree.leaves(nnx.state(encoder, nnx.Param))
   trained = jax.tree.leaves(nnx.state(last.encoder, nnx.Param))
   assert any(not np.allclose(a, b) for a, b in zip(initial, trained))  # the encoder did train
@@ -263,36 +270,40 @@ def test_classifier_standardises_before_its_linear_map(root, cohort_finetuning):
   mean, std = np.asarray(head.feature_mean[...]), np.asarray(head.feature_std[...])
   scale = np.where(std > 1e-6 * (1 + np.abs(mean)), std, 1.0)  # constant features: centred only
   kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
-  expected = ((np.asarray(x) - mean) / scale) @ kernel + bias
+  projection = np.asarray(head.feature_projection[...])  # the linear-probe stage's whitening
+  assert not np.allclose(projection, np.eye(len(projection)))
+  expected = ((np.asarray(x) - mean) / scale) @ projection @ kernel + bias
   np.testing.assert_allclose(head(x), expected, rtol=1e-4, atol=1e-4)
   folded_kernel, folded_bias = head.affine()
   np.testing.assert_allclose(np.asarray(x) @ np.asarray(folded_kernel) + np.asarray(folded_bias),
                              expected, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("whiten", [True, False])
-def test_linear_probe_stage_is_the_linear_probe(root, whiten):
+@pytest.mark.parametrize("whiten, whitened_head", [(True, True), (True, False), (False, True)])
+def test_linear_probe_stage_is_the_linear_probe(root, whiten, whitened_head):
   config = _config(root, linear_probe_epochs=6.0, eval_every_epochs=2.0)
   config.probe.weight_decays = (1e-4, 0.3)
   config.probe.whiten = whiten
   train, validation, test = _stage_inputs()
-  head = LinearClassifier(8, 3, standardize=True, rngs=nnx.Rngs(0))
+  head = LinearClassifier(8, 3, standardize=True, whiten=whitened_head, rngs=nnx.Rngs(0))
   head.set_standardization(*classifier.feature_statistics(train[0]))
   np.testing.assert_allclose(head.feature_mean[...], train[0].mean(0), rtol=1e-6)
   np.testing.assert_allclose(head.feature_std[...], train[0].std(0), rtol=1e-5)
   stage = finetune.train_linear_probe(config, head, train, validation,
-                                     epath.Path(root / f"lp_{whiten}"))
+                                     epath.Path(root / f"lp_{whiten}_{whitened_head}"))
   assert stage.whitened == whiten
+  # A whitening head keeps the stage's whitening as its projection; otherwise it is folded.
+  assert (stage.projection is not None) == (whiten and whitened_head)
   budget = finetune.linear_probe_budget(config, len(train[0]))
   assert (budget.batch_size, budget.num_steps, budget.eval_every) == (8, 72, 24)
 
   # The frozen linear probe on the head's standardised features, with the same steps, batch,
   # rate, seed and whitening: its test scores are those of the stage's head, whose whitening
-  # was folded into its weights.
+  # is its projection or was folded into its weights.
   standardised = {name: (np.asarray(head.standardize_features(jnp.asarray(x))), y)
                   for name, (x, y) in (("train", train), ("validation", validation),
                                        ("test", test))}
-  probe = linear_probe.run(standardised, workdir=root / f"lp_reference_{whiten}",
+  probe = linear_probe.run(standardised, workdir=root / f"lp_reference_{whiten}_{whitened_head}",
                            name="reference", whiten=whiten,
                            weight_decays=(1e-4, 0.3), num_steps=budget.num_steps,
                            batch_size=config.probe.batch_size,
@@ -302,8 +313,13 @@ def test_linear_probe_stage_is_the_linear_probe(root, whiten):
       {f"{k:g}": v for k, v in probe.val_by_weight_decay.items()}, abs=1e-6)
   head.linear.kernel[...] = jnp.asarray(stage.kernel)
   head.linear.bias[...] = jnp.asarray(stage.bias)
+  if stage.projection is not None:
+    head.set_projection(stage.projection)
   np.testing.assert_allclose(jax.nn.sigmoid(head(jnp.asarray(test[0]))), probe.test_scores,
                              rtol=1e-3, atol=1e-4)
+  kernel, bias = head.affine()  # the same head as one affine map of the raw features
+  np.testing.assert_allclose(jax.nn.sigmoid(test[0] @ np.asarray(kernel) + np.asarray(bias)),
+                             probe.test_scores, rtol=1e-3, atol=1e-4)
   # The curve: every 24 steps, its last point the selected head's validation AUC.
   curve = stage.curves[f"{stage.weight_decay:g}"]
   assert list(curve) == ["24", "48", "72"]

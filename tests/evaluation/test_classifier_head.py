@@ -41,6 +41,59 @@ def test_head_standardises_with_fixed_statistics():
       ("linear", "kernel"), ("linear", "bias")}
 
 
+def test_a_tracking_head_centres_a_training_batch_on_its_own_mean_and_tracks_it():
+  rng = np.random.default_rng(2)
+  head = LinearClassifier(5, 2, standardize=True, track_mean=True, momentum=0.75,
+                          rngs=nnx.Rngs(0))
+  mean, std = rng.uniform(1.0, 2.0, 5), rng.uniform(0.01, 0.02, 5)
+  head.set_standardization(mean, std)
+  kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
+  # Every image moved by the same shift, ten times the features' spread.
+  x = (mean + std * rng.normal(size=(6, 5)) + 10 * std).astype(np.float32)
+  batch_mean = x.astype(np.float64).mean(0)
+  # Evaluation mode (the default) reads the fixed mean: the shift moves every logit.
+  np.testing.assert_allclose(head(jnp.asarray(x)), ((x - mean) / std) @ kernel + bias,
+                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(head.feature_mean[...], mean, rtol=1e-6)
+  # Training mode centres on the batch's own mean (the shift cancels) and moves the running
+  # mean a quarter of the way towards it.
+  head.train()
+  np.testing.assert_allclose(head(jnp.asarray(x)), ((x - batch_mean) / std) @ kernel + bias,
+                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(head.feature_mean[...], 0.75 * mean + 0.25 * batch_mean, rtol=1e-6)
+  head.eval()
+  running = 0.75 * mean + 0.25 * batch_mean
+  np.testing.assert_allclose(head(jnp.asarray(x)), ((x - running) / std) @ kernel + bias,
+                             rtol=1e-4, atol=1e-3)
+  with pytest.raises(ValueError, match="track_mean=True needs standardize=True"):
+    LinearClassifier(5, 2, track_mean=True, rngs=nnx.Rngs(0))
+
+
+def test_a_whitening_head_reads_the_standardised_features_through_its_projection():
+  rng = np.random.default_rng(3)
+  head = LinearClassifier(6, 2, standardize=True, whiten=True, rngs=nnx.Rngs(0))
+  mean, std = rng.uniform(1.0, 2.0, 6), rng.uniform(0.01, 0.02, 6)
+  head.set_standardization(mean, std)
+  x = (mean + std * rng.normal(size=(4, 6))).astype(np.float32)
+  kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
+  # Identity until set.
+  np.testing.assert_allclose(head(jnp.asarray(x)), ((x - mean) / std) @ kernel + bias,
+                             rtol=1e-4, atol=1e-4)
+  projection = rng.normal(size=(6, 4))  # four kept directions: padded with two zero columns
+  head.set_projection(projection)
+  np.testing.assert_array_equal(np.asarray(head.feature_projection[...])[:, 4:], 0.0)
+  expected = ((x - mean) / std) @ projection @ kernel[:4] + bias
+  np.testing.assert_allclose(head(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-3)
+  folded_kernel, folded_bias = (np.asarray(a, np.float64) for a in head.affine())
+  np.testing.assert_allclose(x @ folded_kernel + folded_bias, expected, rtol=1e-3, atol=1e-2)
+  with pytest.raises(ValueError, match=r"projection must be a finite \(6, r\) array"):
+    head.set_projection(np.ones((6, 7)))
+  with pytest.raises(ValueError, match="built with whiten=False"):
+    LinearClassifier(6, 2, standardize=True, rngs=nnx.Rngs(0)).set_projection(projection)
+  with pytest.raises(ValueError, match="whiten=True needs standardize=True"):
+    LinearClassifier(6, 2, whiten=True, rngs=nnx.Rngs(0))
+
+
 def test_a_new_head_is_the_identity_on_features_until_statistics_are_set():
   plain = LinearClassifier(4, 2, rngs=nnx.Rngs(1))
   standardising = LinearClassifier(4, 2, standardize=True, rngs=nnx.Rngs(1))
