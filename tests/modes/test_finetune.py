@@ -15,6 +15,7 @@ from etils import epath
 from flax import nnx
 
 from otcxr_jax import config_lib
+from otcxr_jax.data import augment
 from otcxr_jax.evaluation import classifier, metrics
 from otcxr_jax.models import LinearClassifier
 from otcxr_jax.modes import finetune
@@ -175,6 +176,22 @@ def test_experiment_configs_validate(arg, dataset, split):
     assert c.model.encoder == "resnet18"  # the demo's network, which the others read from its run
   if "synthetic" not in arg:
     assert (c.data.image_size, c.data.config) == (224, "224")
+
+
+@pytest.mark.parametrize("arg", ["dataset=synthetic", "dataset=nih,fraction=1pct"])
+def test_synthetic_fine_tuning_trains_on_whole_films_and_real_data_on_crops(arg):
+  c = importlib.import_module("configs.finetune").get_config(arg)
+  c.data.image_size = 32
+  images = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 40, 40, 1)), jnp.float32)
+  aug = config_lib.finetune_augment_config(c)
+  views = [augment.augment(jax.random.key(k), images, aug).image for k in range(3)]
+  whole = augment.center_view(images, 32)  # what validation and test see
+  if arg == "dataset=synthetic":
+    for view in views:  # every training view is the evaluation view
+      np.testing.assert_allclose(view, whole, atol=1e-5)
+  else:  # random crops and rotations: views differ from it and from each other
+    assert all(float(jnp.abs(view - whole).max()) > 0.05 for view in views)
+    assert float(jnp.abs(views[0] - views[1]).max()) > 0.05
 
 
 # Epoch budgets.
