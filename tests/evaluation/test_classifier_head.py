@@ -1,6 +1,7 @@
 """The standardising linear head of fine-tuning: its fixed feature statistics, the affine map of
 raw features it equals, and its export (folded into a plain linear layer) and import."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,6 +68,34 @@ def test_a_tracking_head_centres_a_training_batch_on_its_own_mean_and_tracks_it(
                              rtol=1e-4, atol=1e-3)
   with pytest.raises(ValueError, match="track_mean=True needs standardize=True"):
     LinearClassifier(5, 2, track_mean=True, rngs=nnx.Rngs(0))
+
+
+def test_the_tracked_mean_is_the_global_batch_mean_over_sharded_devices():
+  from otcxr_jax.training import sharding
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 4  # tests/conftest.py
+  rng = np.random.default_rng(4)
+  head = LinearClassifier(3, 2, standardize=True, track_mean=True, momentum=0.5,
+                          rngs=nnx.Rngs(0))
+  head.set_standardization(np.zeros(3), np.ones(3))
+  # Each device's quarter of the batch has its own offset: a per-device mean would differ.
+  x = rng.normal(size=(8, 3)) + np.repeat(np.arange(4.0), 2)[:, None]
+  graphdef, state = nnx.split(head)
+
+  @jax.jit
+  def train_step(state, x):
+    model = nnx.merge(graphdef, state, copy=True)
+    model.train()
+    logits = model(x)
+    return logits, nnx.state(model)
+
+  logits, new_state = train_step(sharding.replicate(state, mesh),
+                                 jax.device_put(jnp.asarray(x, jnp.float32),
+                                                sharding.batch_sharded(mesh)))
+  kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
+  np.testing.assert_allclose(logits, (x - x.mean(0)) @ kernel + bias, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(new_state["feature_mean"][...], 0.5 * x.mean(0), rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_a_whitening_head_reads_the_standardised_features_through_its_projection():
