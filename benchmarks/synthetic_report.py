@@ -1,6 +1,7 @@
 """The synthetic benchmark's evaluations, its results table and ``report.md`` with plots.
 
-Everything in the report is read back from files: the ``metrics.json`` that each evaluation mode
+Everything in the report is read back from files: the ``metrics.json`` (and, for the paired
+comparisons, the ``test_scores.npz``) that each evaluation mode
 writes (``<workdir>/runs/<row>/seed<k>/<evaluation>/metrics.json``) and the timing results
 (``<workdir>/timing/<run>.json``), so a report rebuilt from a finished or partial benchmark
 directory shows exactly what those files hold.
@@ -23,6 +24,8 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
 from benchmarks import step_timing  # noqa: E402
+from otcxr_jax.evaluation import metrics as auc_metrics  # noqa: E402
+from otcxr_jax.evaluation import score_files  # noqa: E402
 from otcxr_jax.reporting import plots  # noqa: E402
 from otcxr_jax.reporting import summary as report_lib  # noqa: E402
 
@@ -51,6 +54,8 @@ class Evaluation:
       the fine-tuned classifier of ``finetune_10pct``), run before it.
     per_class: ``metrics.json`` -> ``{class: value}`` (None: undefined), the per-class values
       of its first column (None: the evaluation has none).
+    scores: the mode saves its test scores (``evaluation/score_files.py``), which the paired
+      comparisons of the report read.
   """
 
   mode: str
@@ -58,6 +63,7 @@ class Evaluation:
   finetune_split: str | None = None
   requires: str | None = None
   per_class: Callable[[Mapping[str, Any]], Mapping[str, float | None]] | None = None
+  scores: bool = False
 
 
 def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
@@ -66,14 +72,14 @@ def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
 
 EVALUATIONS: dict[str, Evaluation] = {
     "linear_probe": Evaluation("linear_probe", {"linear probe AUC": _test_auc},
-                               per_class=_test_per_class_auc),
+                               per_class=_test_per_class_auc, scores=True),
     "knn": Evaluation("knn", {"kNN AUC": _test_auc}, per_class=_test_per_class_auc),
     "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct",
-                                per_class=_test_per_class_auc),
+                                per_class=_test_per_class_auc, scores=True),
     "finetune_10pct": Evaluation("finetune", {"fine-tune 10% AUC": _test_auc}, "train_10pct",
-                                 per_class=_test_per_class_auc),
+                                 per_class=_test_per_class_auc, scores=True),
     "finetune_100pct": Evaluation("finetune", {"fine-tune 100% AUC": _test_auc}, "train",
-                                  per_class=_test_per_class_auc),
+                                  per_class=_test_per_class_auc, scores=True),
     "segment": Evaluation("segment", {
         "segment Dice (all)": lambda m: m["test"]["dice_all"],
         "segment Dice (positive)": lambda m: m["test"]["dice_positive"],
@@ -144,6 +150,11 @@ class Table:
     if x.size == 0:
       return math.nan, math.nan, 0
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan, int(x.size)
+
+  def interval(self, row: str, column: str) -> tuple[float, float]:
+    """The 95% Student-t interval of the mean over the seeds (``auc_metrics.seed_interval``; NaN
+    bounds for fewer than two defined values)."""
+    return auc_metrics.seed_interval(self.values[row].get(column, []))[1:]
 
   def best(self, column: str) -> float:
     """The largest row mean of ``column`` (every metric here is better when higher)."""
@@ -216,17 +227,22 @@ def markdown_per_class(config: ml_collections.ConfigDict, workdir: epath.Path) -
   return "\n\n".join(sections) or "No evaluation with per-class values was run."
 
 
-def format_cell(mean: float, std: float, n: int, seeds: int) -> str:
-  """``mean ± std`` (3 decimals); the mean alone for one value; ``(n=…)`` when fewer than
-  ``seeds`` values were defined; ``n/a`` for none."""
+def format_cell(mean: float, std: float, n: int, seeds: int,
+                interval: tuple[float, float] | None = None) -> str:
+  """``mean ± std`` (3 decimals), then ``interval`` ``[low, high]`` where given and defined; the
+  mean alone for one value; ``(n=…)`` when fewer than ``seeds`` values were defined; ``n/a`` for
+  none."""
   if n == 0:
     return "n/a"
   text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+  if interval is not None and not math.isnan(interval[0]):
+    text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
   return text if n == seeds else f"{text} (n={n})"
 
 
-def markdown_results(table: Table, seeds: int) -> str:
-  """The results table, the best mean of each column in bold."""
+def markdown_results(table: Table, seeds: int, intervals: bool = False) -> str:
+  """The results table, the best mean of each column in bold; with ``intervals``, each cell's
+  95% interval of the mean over the seeds (``Table.interval``) after its mean ± std."""
   body = []
   for row in table.rows:
     cells = [row]
@@ -235,10 +251,94 @@ def markdown_results(table: Table, seeds: int) -> str:
         cells.append("–")
         continue
       mean, std, n = table.stats(row, column)
-      text = format_cell(mean, std, n, seeds)
+      text = format_cell(mean, std, n, seeds,
+                         table.interval(row, column) if intervals else None)
       cells.append(f"**{text}**" if n and mean == table.best(column) else text)
     body.append(cells)
   return report_lib.markdown_table(["run"] + table.columns, body)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """``reference`` minus ``row`` on one evaluation, over the seeds both have test scores for.
+
+  Attributes:
+    difference: mean over those seeds of the two rows' test mean-AUC difference.
+    test_interval: 95% paired bootstrap interval over the test images of that seed-averaged
+      difference (``metrics.paired_mean_auc_difference_over_runs``): the test split's noise.
+    seed_interval: 95% Student-t interval over the seeds' differences: the runs' noise (NaN
+      bounds for one seed).
+    per_seed: each seed's difference.
+  """
+
+  evaluation: str
+  reference: str
+  row: str
+  difference: float
+  test_interval: tuple[float, float]
+  seed_interval: tuple[float, float]
+  per_seed: tuple[float, ...]
+
+
+def _seed_scores(workdir: epath.Path, row: str, seed: int, evaluation: str):
+  return score_files.load_scores(metrics_path(workdir, row, seed, evaluation).parent)
+
+
+def _mean_auc_difference(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+  """Mean AUC of ``a`` minus that of ``b`` over the classes defined for both."""
+  pa, pb = auc_metrics.per_class_auc(labels, a), auc_metrics.per_class_auc(labels, b)
+  defined = ~np.isnan(pa) & ~np.isnan(pb)
+  return float(np.mean(pa[defined] - pb[defined])) if defined.any() else math.nan
+
+
+def paired_comparisons(config: ml_collections.ConfigDict, workdir: epath.Path,
+                       num_samples: int = 1000) -> list[Comparison]:
+  """The first run of ``benchmark.runs`` (OTCXR by default) against every other row, on each
+  evaluation that saves test scores, over the seeds both rows have scores for."""
+  reference = config.benchmark.runs[0]
+  steps = layout(config)
+  out = []
+  for evaluation in dict.fromkeys(e for _, e in steps):
+    if not EVALUATIONS[evaluation].scores or (reference, evaluation) not in steps:
+      continue
+    for row in [r for r, e in steps if e == evaluation and r != reference]:
+      pairs = [(_seed_scores(workdir, reference, k, evaluation),
+                _seed_scores(workdir, row, k, evaluation)) for k in range(config.benchmark.seeds)]
+      pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+      if not pairs:
+        continue
+      labels = pairs[0][0].labels
+      for a, b in pairs:
+        if a.labels.shape != labels.shape or b.labels.shape != labels.shape or not (
+            np.array_equal(a.labels, labels) and np.array_equal(b.labels, labels)):
+          raise ValueError(f"{evaluation}: the test labels of {reference!r} and {row!r} differ "
+                           f"between seeds or rows; paired comparisons need the same test split")
+      per_seed = tuple(_mean_auc_difference(labels, a.scores, b.scores) for a, b in pairs)
+      difference, low, high = auc_metrics.paired_mean_auc_difference_over_runs(
+          labels, [a.scores for a, _ in pairs], [b.scores for _, b in pairs],
+          num_samples=num_samples, seed=config.seed)
+      out.append(Comparison(evaluation, reference, row, difference, (low, high),
+                            auc_metrics.seed_interval(per_seed)[1:], per_seed))
+  return out
+
+
+def _signed_interval(interval: tuple[float, float]) -> str:
+  low, high = interval
+  return "n/a" if math.isnan(low) else f"[{low:+.3f}, {high:+.3f}]"
+
+
+def markdown_comparisons(comparisons: Sequence[Comparison]) -> str:
+  """One line per comparison: the difference, its two intervals and the seeds ahead."""
+  if not comparisons:
+    return "No evaluation with saved test scores ran on two rows."
+  column = {e: next(iter(spec.columns)) for e, spec in EVALUATIONS.items()}
+  body = [[column[c.evaluation], f"{c.reference} minus {c.row}", f"{c.difference:+.3f}",
+           _signed_interval(c.test_interval), _signed_interval(c.seed_interval),
+           f"{sum(d > 0 for d in c.per_seed)} of {len(c.per_seed)}",
+           ", ".join(f"{d:+.3f}" for d in c.per_seed)] for c in comparisons]
+  return report_lib.markdown_table(
+      ["evaluation", "comparison", "difference (mean over seeds)", "95% CI, test images",
+       "95% CI, seeds", "seeds ahead", "per seed"], body)
 
 
 def _slug(text: str) -> str:
@@ -375,15 +475,27 @@ def write_report(config: ml_collections.ConfigDict, workdir: epath.Path,
 
 ## Results (test split)
 
-Mean ± sample standard deviation over the seeds (one seed: its value; `(n=…)`: fewer seeds gave
-a defined value; `n/a`: undefined; `–`: not run on that row, see `benchmark.evaluation_rows`);
-the best mean of each column in bold. `random_init`: the
+Mean ± sample standard deviation over the seeds, then the 95% Student-t interval of the mean
+over the seeds (one seed: its value; `(n=…)`: fewer seeds gave a defined value; `n/a`:
+undefined; `–`: not run on that row, see `benchmark.evaluation_rows`); the best mean of each
+column in bold. `random_init`: the
 encoder at initialisation; `supervised`: fine-tuned from random initialisation on 100% of the
 labels.
 
-{markdown_results(table, seeds)}
+{markdown_results(table, seeds, intervals=True)}
 
 {not_run}{newline.join(figures)}
+
+## Paired comparisons (test split)
+
+`{c.benchmark.runs[0]}` minus each other row, on the same test images, for each evaluation that
+saves its test scores: the mean over the seeds of the difference of test mean AUC; its 95%
+interval over the test images (paired bootstrap, every resample scoring each seed's runs on the
+same images; the test split's noise given these runs), and its 95% Student-t interval over the
+seeds (the runs' noise; n/a for one seed); the seeds on which `{c.benchmark.runs[0]}` is ahead,
+and each seed's difference. A difference is clear when both intervals exclude 0.
+
+{markdown_comparisons(paired_comparisons(config, workdir))}
 
 ## Per-class AUC (test split)
 

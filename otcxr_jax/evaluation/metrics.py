@@ -8,8 +8,10 @@ then NaN, never 0.5 or 1.0, and means over classes skip it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
+import scipy.stats
 from numpy.typing import ArrayLike
 
 _BOOTSTRAP_CHUNK = 64  # resamples drawn and scored at once (bounds memory to 64 x N counts)
@@ -204,17 +206,54 @@ def paired_mean_auc_difference(labels: ArrayLike, scores_a: ArrayLike, scores_b:
   examples, with a paired percentile-bootstrap interval (both scored on the same resamples of
   the rows, as :func:`bootstrap_auc_ci` draws them). Tighter than comparing two separate
   intervals: the images that are hard for both cancel."""
-  y, a = _check_2d(labels, scores_a)
-  _, b = _check_2d(labels, scores_b)
-  defined = ~np.isnan(per_class_auc(y, a)) & ~np.isnan(per_class_auc(y, b))
-  diff = (_replicate_means(_bootstrap_replicates(y, a, num_samples, seed), defined)
-          - _replicate_means(_bootstrap_replicates(y, b, num_samples, seed), defined))
+  return paired_mean_auc_difference_over_runs(labels, [scores_a], [scores_b],
+                                              num_samples=num_samples, alpha=alpha, seed=seed)
+
+
+def paired_mean_auc_difference_over_runs(labels: ArrayLike, scores_a: Sequence[ArrayLike],
+                                         scores_b: Sequence[ArrayLike], *,
+                                         num_samples: int = 1000, alpha: float = 0.05,
+                                         seed: int = 0) -> tuple[float, float, float]:
+  """``(difference, low, high)``: the mean over runs ``r`` of ``mean AUC(scores_a[r]) - mean
+  AUC(scores_b[r])`` on the same examples (e.g. two methods' test scores at each of several
+  seeds), with a paired percentile-bootstrap interval: every resample draws the rows once, as
+  :func:`bootstrap_auc_ci` does, and scores every run of both sides on them. The interval is
+  that of the test examples given these runs; the spread between runs is not in it. Each run's
+  mean is over the classes defined for both of its sides."""
+  if len(scores_a) != len(scores_b) or not len(scores_a):
+    raise ValueError(f"scores_a and scores_b must hold the same number (>= 1) of runs, got "
+                     f"{len(scores_a)} and {len(scores_b)}.")
+  points, diffs = [], []
+  for a, b in zip(scores_a, scores_b):
+    y, a = _check_2d(labels, a)
+    _, b = _check_2d(labels, b)
+    defined = ~np.isnan(per_class_auc(y, a)) & ~np.isnan(per_class_auc(y, b))
+    points.append(np.mean(per_class_auc(y, a)[defined]) - np.mean(per_class_auc(y, b)[defined])
+                  if defined.any() else np.nan)
+    diffs.append(_replicate_means(_bootstrap_replicates(y, a, num_samples, seed), defined)
+                 - _replicate_means(_bootstrap_replicates(y, b, num_samples, seed), defined))
+  diff = np.mean(diffs, axis=0)
   diff = diff[~np.isnan(diff)]
-  point = float(np.mean(per_class_auc(y, a)[defined]) - np.mean(per_class_auc(y, b)[defined]))
+  point = float(np.mean(points))
   if not diff.size:
     return point, float("nan"), float("nan")
   low, high = np.percentile(diff, [100 * alpha / 2, 100 * (1 - alpha / 2)])
   return point, float(low), float(high)
+
+
+def seed_interval(values: ArrayLike, alpha: float = 0.05) -> tuple[float, float, float]:
+  """``(mean, low, high)``: the mean of ``values`` (one per seed, NaN left out) and its Student-t
+  interval, ``mean -+ t(1 - alpha/2, n - 1) * std / sqrt(n)`` with the sample standard deviation
+  (NaN bounds for fewer than two values)."""
+  x = np.asarray(values, np.float64).reshape(-1)
+  x = x[~np.isnan(x)]
+  if not x.size:
+    return float("nan"), float("nan"), float("nan")
+  mean = float(x.mean())
+  if x.size < 2:
+    return mean, float("nan"), float("nan")
+  half = float(scipy.stats.t.ppf(1 - alpha / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+  return mean, mean - half, mean + half
 
 
 def roc_curve(y_true: ArrayLike, y_score: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

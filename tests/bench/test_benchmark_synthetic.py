@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks import benchmark_synthetic, synthetic_report
@@ -106,6 +107,11 @@ def test_cells_show_mean_and_sample_std():
   assert synthetic_report.format_cell(*table.stats("b", "m"), seeds=3) == "0.800 ± 0.141 (n=2)"
   _, rows = _table(synthetic_report.markdown_results(table, seeds=3))
   assert rows == {"a": ["0.600 ± 0.100"], "b": ["**0.800 ± 0.141 (n=2)**"]}
+  # With intervals: mean -+ t(0.975, n - 1) std / sqrt(n); t = 4.303 (n = 3), 12.706 (n = 2).
+  _, rows = _table(synthetic_report.markdown_results(table, seeds=3, intervals=True))
+  half_a, half_b = 4.3027 * 0.1 / 3 ** 0.5, 12.7062 * (0.2 / 2 ** 0.5) / 2 ** 0.5
+  assert rows == {"a": [f"0.600 ± 0.100 [{0.6 - half_a:.3f}, {0.6 + half_a:.3f}]"],
+                  "b": [f"**0.800 ± 0.141 [{0.8 - half_b:.3f}, {0.8 + half_b:.3f}] (n=2)**"]}
 
 
 def test_localisation_reads_the_rows_classifier_and_needs_it_first(tmp_path):
@@ -178,7 +184,8 @@ def test_per_class_tables_sit_beside_the_headline(tmp_path):
                   "random_init": ["0.520 ± 0.014", "**0.540 ± 0.028**", "0.500 ± 0.000"]}
   # The headline column is the results table's.
   _, results = _table(text, "## Results")
-  assert results["otcxr"][0] == "0.650 ± 0.071"
+  half = 12.7062 * (0.1 / 2 ** 0.5) / 2 ** 0.5  # t(0.975, 1) * std / sqrt(2)
+  assert results["otcxr"][0] == f"0.650 ± 0.071 [{0.65 - half:.3f}, {0.65 + half:.3f}]"
   assert synthetic_report.collect_per_class(config, tmp_path, "segment") is None
 
 
@@ -197,3 +204,53 @@ def test_default_scale_is_128_with_an_8x8_dense_map():
   config_lib.validate(c)
   tiny = benchmark_config.get_config("tiny")
   assert factory.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16
+
+
+def test_paired_comparisons_read_the_saved_test_scores(tmp_path):
+  """Hand-written test scores of two seeds: the first run minus every other row, its mean over
+  the seeds against scikit-learn's AUC, the seeds ahead, and the report's table."""
+  from sklearn.metrics import roc_auc_score
+  from otcxr_jax.evaluation import score_files
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 2
+    config.benchmark.timed_runs = ()
+    config.benchmark.evaluation_rows = {"knn": KNN_ROWS}
+  rng = np.random.default_rng(0)
+  labels = (rng.random((200, 2)) < 0.4).astype(np.float32)
+  noise = {"otcxr": 0.5, "vicreg": 1.0, "otcxr_location_mse": 0.4, "random_init": 3.0}
+  scores = {}
+  for row in ROWS:
+    for seed in range(2):
+      if (row, seed) == ("random_init", 1):
+        continue  # a missing seed: compared over seed 0 only
+      s = labels + rng.normal(scale=noise[row], size=labels.shape)
+      scores[row, seed] = s
+      folder = synthetic_report.metrics_path(tmp_path, row, seed, "linear_probe").parent
+      score_files.save_scores(folder, labels, s, ("atelectasis", "edema"))
+  comparisons = synthetic_report.paired_comparisons(config, tmp_path, num_samples=100)
+  assert [(c.evaluation, c.reference, c.row) for c in comparisons] == [
+      ("linear_probe", "otcxr", row) for row in ROWS[1:]]  # kNN saves no scores
+  mean_auc = lambda s: np.mean([roc_auc_score(labels[:, k], s[:, k]) for k in range(2)])
+  for c in comparisons:
+    seeds = (0,) if c.row == "random_init" else (0, 1)
+    expected = [mean_auc(scores["otcxr", k]) - mean_auc(scores[c.row, k]) for k in seeds]
+    np.testing.assert_allclose(c.per_seed, expected, atol=1e-6)
+    assert c.difference == pytest.approx(np.mean(expected))
+    assert c.test_interval[0] <= c.difference <= c.test_interval[1]
+  by_row = {c.row: c for c in comparisons}
+  assert by_row["random_init"].test_interval[0] > 0  # far noisier scores: OTCXR clearly ahead
+  assert math.isnan(by_row["random_init"].seed_interval[0])  # one seed: no interval over seeds
+  assert by_row["otcxr_location_mse"].difference < 0  # less noise than OTCXR's
+  text = synthetic_report.write_report(config, tmp_path).read_text()
+  lines = [line for line in text.split("## Paired comparisons", 1)[1].splitlines()
+           if line.startswith("| linear probe AUC")]
+  cells = {row: [x.strip() for x in line.strip("|").split("|")] for row, line in zip(ROWS[1:],
+                                                                                      lines)}
+  assert len(lines) == 3
+  for c in synthetic_report.paired_comparisons(config, tmp_path):  # the report's resamples
+    row = c.row
+    assert cells[row][1:4] == [f"otcxr minus {row}", f"{c.difference:+.3f}",
+                               f"[{c.test_interval[0]:+.3f}, {c.test_interval[1]:+.3f}]"]
+    assert cells[row][5] == f"{sum(d > 0 for d in c.per_seed)} of {len(c.per_seed)}"
+  assert cells["random_init"][4] == "n/a"

@@ -149,3 +149,35 @@ def test_paired_mean_auc_difference_against_a_sklearn_bootstrap():
   assert low > 0  # a is better on every resample's mean, by construction
   # Identical scores: zero difference with a zero-width interval.
   assert metrics.paired_mean_auc_difference(y, a, a, num_samples=50) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_over_runs_against_a_sklearn_bootstrap():
+  """Two runs per side: the point is the mean of the runs' differences, and every resample draws
+  the rows once for all four score sets (a hand-written bootstrap with scikit-learn's AUC)."""
+  from sklearn.metrics import roc_auc_score
+  rng = np.random.default_rng(5)
+  y = (rng.random((100, 3)) < 0.35).astype(float)
+  a = [y + rng.normal(scale=s, size=y.shape) for s in (0.7, 1.0)]
+  b = [y + rng.normal(scale=s, size=y.shape) for s in (1.5, 2.5)]
+  point, low, high = metrics.paired_mean_auc_difference_over_runs(y, a, b, num_samples=150,
+                                                                  seed=3)
+  mean_auc = lambda yy, ss: np.mean([roc_auc_score(yy[:, c], ss[:, c]) for c in range(3)])
+  assert point == pytest.approx(np.mean([mean_auc(y, p) - mean_auc(y, q) for p, q in zip(a, b)]))
+  draws = np.random.default_rng(3).integers(0, 100, size=(150, 100))
+  diffs = [np.mean([mean_auc(y[r], p[r]) - mean_auc(y[r], q[r]) for p, q in zip(a, b)])
+           for r in draws if all(0 < y[r][:, c].sum() < 100 for c in range(3))]
+  assert (low, high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-9)
+  # One run on each side is the single-run paired difference.
+  assert (metrics.paired_mean_auc_difference_over_runs(y, a[:1], b[:1], num_samples=80)
+          == metrics.paired_mean_auc_difference(y, a[0], b[0], num_samples=80))
+  with pytest.raises(ValueError, match="same number"):
+    metrics.paired_mean_auc_difference_over_runs(y, a, b[:1])
+
+
+def test_seed_interval_is_the_student_t_interval():
+  # 0.5, 0.6, 0.7: mean 0.6, sample std 0.1, t(0.975, 2) = 4.302653 (tables).
+  mean, low, high = metrics.seed_interval([0.5, 0.6, np.nan, 0.7])
+  half = 4.302653 * 0.1 / np.sqrt(3)
+  assert (mean, low, high) == pytest.approx((0.6, 0.6 - half, 0.6 + half), abs=1e-6)
+  assert metrics.seed_interval([0.7])[0] == 0.7 and np.isnan(metrics.seed_interval([0.7])[1])
+  assert all(np.isnan(metrics.seed_interval([np.nan])))
