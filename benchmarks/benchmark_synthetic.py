@@ -15,8 +15,10 @@ docstring defines every run); ``--tiny`` selects its tiny scale (it stands for
    mode's ``run(config, workdir)`` on that checkpoint, into
    ``<workdir>/runs/<run>/seed<k>/<evaluation>``;
 2. the references of ``benchmark.references``: ``random_init`` (the same evaluations of the encoder
-   at initialisation) and ``supervised`` (fine-tuning from random initialisation on 100% of the
-   labels, with ``benchmark.supervised_fields``).
+   at initialisation), ``supervised`` (fine-tuning from random initialisation on 100% of the
+   labels, with ``benchmark.supervised_fields``) and ``raw_pixels`` (the linear probe of the
+   images downsampled to ``probe.pixel_floor_size``, mode ``linear_probe`` with
+   ``probe.init='pixels'``).
 
 Every step writes a ``metrics.json`` and is skipped when that file exists, so the same command
 resumes an interrupted benchmark (an interrupted pretraining resumes from its checkpoint). Then
@@ -95,16 +97,23 @@ def reference_config(config: ml_collections.ConfigDict, row: str) -> ml_collecti
   return c
 
 
+#: What each reference row evaluates in place of a pretrained encoder (``probe.init`` and the
+#: other sections' ``init``).
+REFERENCE_INITS = {"random_init": "random", "supervised": "random",
+                   "raw_pixels": config_lib.PIXEL_FLOOR}
+
+
 def evaluation_config(config: ml_collections.ConfigDict, evaluation: str,
-                      checkpoint_dir: str | None, row_dir: epath.PathLike = "<row_dir>"
-                      ) -> ml_collections.ConfigDict:
+                      checkpoint_dir: str | None, row_dir: epath.PathLike = "<row_dir>",
+                      init: str | None = None) -> ml_collections.ConfigDict:
   """The validated config of ``evaluation`` of the encoder pretrained by ``config`` into
-  ``checkpoint_dir`` (None: the encoder at initialisation); ``row_dir`` holds the row's other
-  evaluations (``<workdir>/runs/<row>/seed<k>``)."""
+  ``checkpoint_dir`` (None: the encoder at initialisation, or what ``init`` names, e.g.
+  ``'pixels'``); ``row_dir`` holds the row's other evaluations
+  (``<workdir>/runs/<row>/seed<k>``)."""
   e = EVALUATIONS[evaluation]
   c = copy_config(config)
   c.mode = e.mode
-  init = "random" if checkpoint_dir is None else "pretrained"
+  init = init or ("random" if checkpoint_dir is None else "pretrained")
   if e.mode == "localize":
     l = c.localize
     l.classifier_workdir = os.path.join(os.fspath(row_dir), e.requires)
@@ -170,7 +179,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                        f"(config.benchmark.evaluation_rows).")
   for row, e in steps:
     if row in REFERENCES:
-      evaluation_config(reference_config(config, row), e, None)
+      evaluation_config(reference_config(config, row), e, None, init=REFERENCE_INITS[row])
     else:
       evaluation_config(run_config(config, row, 0), e, "<checkpoint_dir>")
 
@@ -212,6 +221,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> epath.
     for seed in range(b.seeds):
       for row, evaluations in by_row.items():
         directory = workdir / "runs" / row / f"seed{seed}"
+        init = REFERENCE_INITS.get(row)
         if row in REFERENCES:
           cfg, checkpoint_dir = reference_config(config, row), None
           cfg.seed = seed
@@ -225,7 +235,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> epath.
           if not _done(directory / e):
             print(f"[benchmark] {row}, seed {seed}: {e}", flush=True)
             module = importlib.import_module(f"otcxr_jax.modes.{EVALUATIONS[e].mode}")
-            module.run(evaluation_config(cfg, e, checkpoint_dir, directory), str(directory / e))
+            module.run(evaluation_config(cfg, e, checkpoint_dir, directory, init),
+                       str(directory / e))
     for run_name in synthetic_report.timed_runs(config):
       path = workdir / "timing" / f"{run_name}.json"
       if not path.exists():

@@ -30,8 +30,9 @@ from otcxr_jax.reporting import plots  # noqa: E402
 from otcxr_jax.reporting import summary as report_lib  # noqa: E402
 
 METRICS_FILE = "metrics.json"
-#: Reference rows: the encoder at initialisation, and supervised training from scratch.
-REFERENCES = ("random_init", "supervised")
+#: Reference rows: the encoder at initialisation, supervised training from scratch, and the linear
+#: probe of raw pixels (the images downsampled to ``probe.pixel_floor_size``, as in the demo).
+REFERENCES = ("random_init", "supervised", "raw_pixels")
 
 
 def _test_auc(metrics: Mapping[str, Any]) -> float | None:
@@ -92,6 +93,8 @@ EVALUATIONS: dict[str, Evaluation] = {
 }
 #: The evaluation of the ``supervised`` reference (from random initialisation, every label).
 SUPERVISED_EVALUATION = "finetune_100pct"
+#: The one evaluation of the ``raw_pixels`` reference (when the benchmark runs it).
+PIXEL_EVALUATION = "linear_probe"
 
 
 def mode_available(mode: str) -> bool:
@@ -115,8 +118,12 @@ def layout(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   """``[(row, evaluation), ...]`` the benchmark runs: modes missing from the checkout left out."""
   out = []
   for row in rows(config):
-    evaluations = ([SUPERVISED_EVALUATION] if row == "supervised"
-                   else list(config.benchmark.evaluations))
+    if row == "supervised":
+      evaluations = [SUPERVISED_EVALUATION]
+    elif row == "raw_pixels":
+      evaluations = [e for e in config.benchmark.evaluations if e == PIXEL_EVALUATION]
+    else:
+      evaluations = list(config.benchmark.evaluations)
     out += [(row, e) for e in evaluations
             if mode_available(EVALUATIONS[e].mode) and evaluated(config, row, e)]
   return out
@@ -480,7 +487,8 @@ over the seeds (one seed: its value; `(n=…)`: fewer seeds gave a defined value
 undefined; `–`: not run on that row, see `benchmark.evaluation_rows`); the best mean of each
 column in bold. `random_init`: the
 encoder at initialisation; `supervised`: fine-tuned from random initialisation on 100% of the
-labels.
+labels; `raw_pixels`: the linear probe of the images downsampled to
+{c.probe.pixel_floor_size}x{c.probe.pixel_floor_size}.
 
 {markdown_results(table, seeds, intervals=True)}
 

@@ -80,7 +80,9 @@ otcxr_grad_implicit   implicit differentiation of the Sinkhorn fixed point
 
 Reference rows (``benchmark.references``): ``random_init``, every evaluation of the encoder at
 its initialisation (no pretraining); ``supervised``, fine-tuning from random initialisation on
-100% of the training labels (supervised from scratch, column "fine-tune 100%").
+100% of the training labels (supervised from scratch, column "fine-tune 100%"); ``raw_pixels``,
+the linear probe of the images downsampled to ``probe.pixel_floor_size`` (16x16, the demo's
+pixel floor; column "linear probe AUC" only).
 
 Evaluations (``benchmark.evaluations``; each is the mode's ``run(config, workdir)``): test mean
 AUC of ``linear_probe``, ``knn``, ``finetune_1pct``, ``finetune_10pct``; test Dice of
@@ -152,7 +154,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   c.benchmark = dict(
       seeds=3,
       runs=METHOD_RUNS + COMPONENT_ABLATIONS,
-      references=("random_init", "supervised"),
+      references=("random_init", "supervised", "raw_pixels"),
       evaluations=("linear_probe", "knn") + transfer,
       # {}: every evaluation on every row
       evaluation_rows={e: TRANSFER_ROWS for e in ("knn",) + transfer},

@@ -4,6 +4,7 @@ r"""Linear probe of a pretrained encoder: frozen features, a linear head, per-cl
     python -m otcxr_jax.main --config configs/linear_probe.py:dataset=nih
     # the paper's mean AUC: nih 0.638, vinbig 0.739, rsna 0.814 (AUC)
     # random-init floor (the same network at its initialisation): --config.probe.init=random
+    # raw-pixel floor (images downsampled to probe.pixel_floor_size, 16): --config.probe.init=pixels
 
 The encoder is the pretraining run's (``probe.checkpoint_dir``: ``workdirs/demo`` for the synthetic
 dataset, ``workdirs/pretrain_nih``, configs/pretrain_nih.py, for the real ones), rebuilt from its

@@ -18,6 +18,9 @@ from otcxr_jax.models import factory, resnet
 from otcxr_jax.objectives import registry as objective_registry
 
 PROBE_INITS = ("pretrained", "random")
+# probe.init of mode linear_probe only: the raw-pixel floor (images downsampled to
+# probe.pixel_floor_size), probed like an encoder's features
+PIXEL_FLOOR = "pixels"
 # What a frozen-feature evaluation reads of the encoder (evaluation/features.feature_fn).
 PROBE_READOUTS = ("pooled", "map")
 FINETUNE_SPLITS = ("train_1pct", "train_10pct", "train")  # nested label fractions 1%, 10%, 100%
@@ -181,7 +184,8 @@ def _probe() -> dict:
       learning_rate=1e-2,
       weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # chosen on validation mean AUC
       pixel_floor_size=16,         # raw-pixel floor: images downsampled to this side
-      init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random'
+      init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random';
+                                   # linear_probe also 'pixels' (the raw-pixel floor)
       readout="pooled",            # linear probe and demo features: 'pooled' (global average
                                    # pool) or 'map' (the dense map, flattened: keeps where)
       whiten=True,                 # linear probe and demo: whiten the features (principal axes at
@@ -400,7 +404,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
                "model.projector_layers", "model.cvsim_heads", "train.batch_size",
                "train.num_steps", "train.log_every", "optim.base_learning_rate",
                "probe.batch_size", "probe.num_steps", "probe.learning_rate"])
-  require(c.probe.init in PROBE_INITS, "probe.init", c.probe.init, f"one of {PROBE_INITS}")
+  pixels_here = c.probe.init == PIXEL_FLOOR and c.mode == "linear_probe"
+  require(c.probe.init in PROBE_INITS or pixels_here, "probe.init", c.probe.init,
+          f"one of {PROBE_INITS}" + (f" or {PIXEL_FLOOR!r}" if c.mode == "linear_probe" else
+                                     f" ({PIXEL_FLOOR!r}, raw pixels, is for mode linear_probe)"))
+  positive(c, ["probe.pixel_floor_size"])
   require(c.probe.readout in PROBE_READOUTS, "probe.readout", c.probe.readout,
           f"one of {PROBE_READOUTS}")
   require(isinstance(c.probe.whiten, bool), "probe.whiten", c.probe.whiten, "True or False")

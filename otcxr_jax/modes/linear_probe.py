@@ -1,10 +1,13 @@
-"""Frozen-encoder linear probe of a pretraining run (or of the same encoder at random init).
+"""Frozen-encoder linear probe of a pretraining run (or of the same encoder at random init, or of
+raw pixels).
 
 1. the encoder ``config.probe.init`` selects (``modes/network.py``): that of the latest checkpoint
    of the run ``config.probe.checkpoint_dir`` names (default: the pretraining run in
-   ``<workdir>``), or the same network at its initialisation;
+   ``<workdir>``), or the same network at its initialisation; ``init='pixels'`` reads no network:
+   the images downsampled to ``probe.pixel_floor_size`` are the features (the demo's raw-pixel
+   floor, for any dataset);
 2. frozen features of the train, validation and test splits (``probe.readout``: pooled, or the
-   dense map flattened);
+   dense map flattened; pixels: flattened);
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
 4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals), the test
@@ -21,6 +24,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
+from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
 from otcxr_jax.evaluation import features, linear_probe, score_files
 from otcxr_jax.modes import network
@@ -46,19 +50,43 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
   return out
 
 
+def pixel_features(config: ml_collections.ConfigDict, *, run_name: str = RUN_NAME
+                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """The raw-pixel floor: each split's images downsampled to ``probe.pixel_floor_size``."""
+  d, p = config.data, config.probe
+  splits = {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
+  out = {name: features.downsampled_pixels(datasets.split_source(config, split),
+                                           size=p.pixel_floor_size, batch_size=p.batch_size)
+         for name, split in splits.items()}
+  print0(f"[{run_name}] raw pixels at {p.pixel_floor_size}x{p.pixel_floor_size}: " +
+         ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))
+  return out
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the evaluation of the network ``config`` names (``modes/network.py``) in ``workdir``."""
+  """Runs the evaluation of the network ``config`` names (``modes/network.py``), or of raw pixels
+  (``probe.init='pixels'``), in ``workdir``."""
+  if config.probe.init == config_lib.PIXEL_FLOOR:
+    return _run(config, workdir)
   return _run(network.resolve(config, workdir), workdir)
+
+
+def _features(config: ml_collections.ConfigDict, workdir: epath.Path):
+  """The probe's features and where they come from."""
+  if config.probe.init == config_lib.PIXEL_FLOOR:
+    return pixel_features(config), {"init": config_lib.PIXEL_FLOOR, "encoder": None,
+                                    "pixel_floor_size": config.probe.pixel_floor_size}
+  encoder, origin = network.encoder(config, workdir)
+  print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
+         ", ".join(f"{k} {v}" for k, v in origin.items()))
+  return frozen_features(config, encoder), origin
 
 
 @workdir_lib.guarded
 def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
-  encoder, origin = network.encoder(config, workdir)
-  print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
-         ", ".join(f"{k} {v}" for k, v in origin.items()))
-  feats = frozen_features(config, encoder)
+  feats, origin = _features(config, workdir)
   workdir_lib.save_config(config, workdir)  # before the probes' checkpoints
   p = config.probe
   probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
@@ -70,8 +98,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result = {
       "mode": RUN_NAME,
       "dataset": f"{config.data.name}/{config.data.config}",
-      **origin,
       "encoder": config.model.encoder,
+      **origin,
       "weight_decay": probe.weight_decay,
       "validation_mean_auc_by_weight_decay": {f"{k:g}": v
                                               for k, v in probe.val_by_weight_decay.items()},
@@ -82,7 +110,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   path = summary.write_metrics(workdir, result, tensorboard=config.train.tensorboard)
   score_files.save_scores(workdir, feats["test"][1], probe.test_scores, class_names)
-  print0(f"[{RUN_NAME}] {p.init} encoder, weight decay {probe.weight_decay:g} (validation mean "
+  what = "raw pixels" if p.init == config_lib.PIXEL_FLOOR else f"{p.init} encoder"
+  print0(f"[{RUN_NAME}] {what}, weight decay {probe.weight_decay:g} (validation mean "
          f"AUC {probe.val_auc:.3f}):\n{summary.auc_table({'test': test})}\n"
          f"[{RUN_NAME}] metrics: {path}")
   return result

@@ -254,3 +254,22 @@ def test_paired_comparisons_read_the_saved_test_scores(tmp_path):
                                f"[{c.test_interval[0]:+.3f}, {c.test_interval[1]:+.3f}]"]
     assert cells[row][5] == f"{sum(d > 0 for d in c.per_seed)} of {len(c.per_seed)}"
   assert cells["random_init"][4] == "n/a"
+
+
+def test_raw_pixels_reference_is_a_linear_probe_of_pixels(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.references = ("random_init", "raw_pixels")
+  benchmark_synthetic.check(config)
+  layout = synthetic_report.layout(config)
+  assert [e for row, e in layout if row == "raw_pixels"] == ["linear_probe"]  # no kNN of pixels
+  c = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.reference_config(config, "raw_pixels"), "linear_probe", None,
+      init=benchmark_synthetic.REFERENCE_INITS["raw_pixels"])
+  assert (c.mode, c.probe.init, c.probe.checkpoint_dir) == ("linear_probe", "pixels", "")
+  random = benchmark_synthetic.evaluation_config(
+      benchmark_synthetic.reference_config(config, "random_init"), "knn", None)
+  assert random.probe.init == "random"
+  with config.unlocked():
+    config.benchmark.evaluations = ("knn",)
+  assert [e for row, e in synthetic_report.layout(config) if row == "raw_pixels"] == []

@@ -112,3 +112,46 @@ def test_missing_run_or_checkpoint_directory_names_the_path(tmp_path):
   (tmp_path / "run" / "checkpoints" / "pretrain").mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
     ckpt_lib.restore_network(tmp_path / "run", config)
+
+
+def test_pixel_floor_is_a_linear_probe_input_only():
+  c = config_lib.base_config()
+  c.mode = "linear_probe"
+  c.probe.init = config_lib.PIXEL_FLOOR
+  config_lib.validate(c)
+  for mode in ("knn", "segment", "demo"):
+    c.mode = mode
+    with pytest.raises(config_lib.ConfigError, match=r"config.probe.init='pixels'.*linear_probe"):
+      config_lib.validate(c)
+  c.mode = "linear_probe"
+  c.probe.pixel_floor_size = 0
+  with pytest.raises(config_lib.ConfigError, match="config.probe.pixel_floor_size=0"):
+    config_lib.validate(c)
+
+
+def test_linear_probe_mode_on_raw_pixels_is_the_demos_pixel_floor(tmp_path):
+  """``probe.init='pixels'``: no network is read; the probe and its test scores are those of the
+  demo's raw-pixel floor (features.downsampled_pixels, linear_probe.run) on the same splits."""
+  from otcxr_jax.data import datasets
+  from otcxr_jax.evaluation import features, linear_probe, score_files
+  from otcxr_jax.modes import linear_probe as mode
+  config = tiny_config(tmp_path / "tfds")
+  config.mode = "linear_probe"
+  config.probe.init = config_lib.PIXEL_FLOOR
+  config.probe.pixel_floor_size = 8
+  result = mode.run(config, str(tmp_path / "pixels"))
+  assert (result["init"], result["encoder"], result["pixel_floor_size"]) == ("pixels", None, 8)
+  d = config.data
+  feats = {name: features.downsampled_pixels(datasets.split_source(config, split), size=8)
+           for name, split in (("train", d.train_split), ("validation", d.val_split),
+                               ("test", d.test_split))}
+  assert feats["train"][0].shape[1] == 8 * 8
+  p = config.probe
+  reference = linear_probe.run(feats, workdir=tmp_path / "reference", name="pixels",
+                               weight_decays=p.weight_decays, num_steps=p.num_steps,
+                               batch_size=p.batch_size, learning_rate=p.learning_rate,
+                               seed=config.seed, whiten=p.whiten)
+  saved = score_files.load_scores(tmp_path / "pixels")
+  np.testing.assert_allclose(saved.scores, reference.test_scores, atol=1e-6)
+  np.testing.assert_array_equal(saved.labels, feats["test"][1])
+  assert result["test"]["mean_auc"] == pytest.approx(reference.test_auc)
