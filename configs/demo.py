@@ -59,5 +59,4 @@ def get_config():
   c.train.checkpoint_every = 100
 
   c.probe.num_steps = 600
-  c.probe.learning_rate = 3e-3
   return c

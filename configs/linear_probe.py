@@ -8,12 +8,14 @@ r"""Linear probe of a pretrained encoder: frozen features, a linear head, per-cl
 
 The encoder is the pretraining run's (``probe.checkpoint_dir``: ``workdirs/demo`` for the synthetic
 dataset, ``workdirs/pretrain_nih``, configs/pretrain_nih.py, for the real ones), rebuilt from its
-``config.json``. Frozen encoder, global-average-pooled features of the whole image, standardised
-with the training split's statistics; a linear head per weight decay of ``probe.weight_decays``
-(1e-5 ... 1e-2) trained with AdamW (5% warm-up, cosine) and binary cross-entropy on all training
-labels; the weight decay of best validation mean AUC is kept and the test split scored once.
+``config.json``. Frozen encoder, global-average-pooled features of the whole image, whitened
+with the training split's statistics; a linear head per L2 strength ("weight decay") of
+``probe.weight_decays`` (1e-5 ... 1e-2) trained with Adam (5% warm-up, cosine) on binary
+cross-entropy plus that L2 penalty (scikit-learn's logistic regression with C = 1/(strength * N))
+on all training labels; the strength of best validation mean AUC is kept and the test split
+scored once.
 
-* ``synthetic``: the demo's dataset and probe (600 steps of batch 256, peak 3e-3).
+* ``synthetic``: the demo's dataset and probe (600 steps of batch 256, peak 3e-2).
 * ``nih``: `nih_chest_xray14/224` (configs/build.py:dataset=nih), 14 findings, about 77,900
   training images: 5,000 steps of batch 256 (about 16 epochs), peak 1e-2; the official test list.
 * ``vinbig``: `vinbig_cxr/224`, 14 findings, union-of-readers labels, the seeded 70/15/15 split of

@@ -181,8 +181,9 @@ def _probe() -> dict:
   return dict(
       batch_size=256,              # feature extraction and probe training
       num_steps=1000,
-      learning_rate=1e-2,
-      weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # chosen on validation mean AUC
+      learning_rate=3e-2,
+      weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # L2 strengths of the probe (penalised_bce in
+                                   # evaluation/linear_probe.py), chosen on validation mean AUC
       pixel_floor_size=16,         # raw-pixel floor: images downsampled to this side
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random';
                                    # linear_probe also 'pixels' (the raw-pixel floor)

@@ -66,9 +66,7 @@ def pixel_features(config: ml_collections.ConfigDict, *, run_name: str = RUN_NAM
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the evaluation of the network ``config`` names (``modes/network.py``), or of raw pixels
   (``probe.init='pixels'``), in ``workdir``."""
-  if config.probe.init == config_lib.PIXEL_FLOOR:
-    return _run(config, workdir)
-  return _run(network.resolve(config, workdir), workdir)
+  return _run(network.resolve(config, workdir), workdir)  # pixels: no network, config as it is
 
 
 def _features(config: ml_collections.ConfigDict, workdir: epath.Path):

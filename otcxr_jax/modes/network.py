@@ -12,7 +12,8 @@ other than its default and other than the run's value is refused
 (``ckpt_lib.NetworkConflictError``, naming both values).
 
 ``init='pretrained'`` reads the run's weights (``ckpt_lib.restore_network``); ``init='random'`` is
-the same network at its initialisation (the floor of that architecture). Only when no run is named
+the same network at its initialisation (the floor of that architecture); mode ``linear_probe``'s
+``probe.init='pixels'`` reads no network (the raw-pixel floor). Only when no run is named
 does the config's own ``model`` (and ``method``) describe the network: an empty ``checkpoint_dir``
 with random initialisation (supervised training from scratch, the synthetic benchmark's
 random-init reference). An empty ``probe.checkpoint_dir`` or ``localize.checkpoint_dir`` names the
@@ -42,7 +43,10 @@ LOCALIZE_PRETRAINING_METHODS = ("attention", "transport")
 
 
 def _section(config: ml_collections.ConfigDict) -> str | None:
+  """The config section naming the network the mode reads, or None when it reads none."""
   section = SECTIONS.get(config.mode)
+  if section == "probe" and config.probe.init == config_lib.PIXEL_FLOOR:
+    return None  # the raw-pixel floor (mode linear_probe): images, no network
   if section == "localize" and not set(config.localize.methods) & set(
       LOCALIZE_PRETRAINING_METHODS):
     return None

@@ -76,3 +76,24 @@ def test_fold_whitening_gives_the_same_affine_map():
   folded, offset = whitening.fold(kernel, bias, mean, projection)
   expected = ((x - mean) @ projection) @ kernel + bias
   np.testing.assert_allclose(x @ folded + offset, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("l2", [1e-3, 3e-1])
+def test_probe_head_is_sklearns_l2_logistic_regression(tmp_path, l2):
+  """With the whole split in one batch, the trained head is scikit-learn's logistic regression
+  with ``C = 1 / (l2 * N)``, per class, weights and intercept; a stronger ``l2`` shrinks it."""
+  rng = np.random.default_rng(1)
+  n = 300
+  x = rng.normal(size=(n, 4)).astype(np.float32)
+  logits = x @ rng.normal(scale=1.5, size=(4, 2)) + np.array([0.3, -0.5])
+  y = (rng.random((n, 2)) < 1 / (1 + np.exp(-logits))).astype(np.float32)
+  head, _ = linear_probe.train_head(x, y, workdir=tmp_path, name="exact", num_steps=1500,
+                                    batch_size=n, learning_rate=5e-2, weight_decay=l2, seed=0)
+  kernel, bias = np.asarray(head.linear.kernel[...]), np.asarray(head.linear.bias[...])
+  for k in range(2):
+    reference = LogisticRegression(C=1 / (l2 * n), tol=1e-10, max_iter=10000).fit(x, y[:, k])
+    np.testing.assert_allclose(kernel[:, k], reference.coef_[0], atol=5e-3)
+    np.testing.assert_allclose(bias[k], reference.intercept_[0], atol=5e-3)
+  if l2 > 0.1:  # strong enough to matter: the weights are far smaller than unregularised ones
+    free = LogisticRegression(C=1e6, max_iter=10000).fit(x, y[:, 0]).coef_[0]
+    assert np.linalg.norm(kernel[:, 0]) < 0.7 * np.linalg.norm(free)
