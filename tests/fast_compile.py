@@ -1,4 +1,4 @@
-"""XLA:CPU flags under which the tests compile quickly, and an environment without them.
+"""XLA:CPU flags under which the tests compile quickly.
 
 The tests' programs are tiny and most are compiled once or twice, so compiling dominates the
 suite's time. At LLVM's optimisation level 0 and with XLA:CPU's classic (not fusion-emitter) code
@@ -19,11 +19,3 @@ def add_to_environ() -> None:
   given = os.environ.get("XLA_FLAGS", "")
   added = [f"--{flag}={value}" for flag, value in FLAGS.items() if flag not in given]
   os.environ["XLA_FLAGS"] = " ".join([given, *added]).strip()
-
-
-def default_codegen_environ() -> dict[str, str]:
-  """A copy of ``os.environ`` whose ``XLA_FLAGS`` leave `FLAGS` at XLA's defaults, for a
-  subprocess that must compile as a run does."""
-  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
-          if f.lstrip("-").split("=")[0] not in FLAGS]
-  return {**os.environ, "XLA_FLAGS": " ".join(kept)}
