@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.data.synthetic_patients=16", "--config.model.width=0.125",
-        "--config.model.stem=small", "--config.model.stem_stride=1", "--config.model.num_stages=4",
+        # Two stages: the smallest network whose segmentation decoder has a level (stride 1); the
+        # five commands take about 3/4 of the CPU time of the four-stage tiny network.
+        "--config.model.stem=small", "--config.model.stem_stride=1", "--config.model.num_stages=2",
         "--config.model.projector_hidden=32",
         "--config.model.projector_dim=16", "--config.model.cvsim_heads=2",
         "--config.objective.num_iters=5", "--config.train.tensorboard=False",
@@ -33,7 +35,7 @@ MODES = {
                  "--config.train.checkpoint_every=2"],
     "segment": ["--config.segment.batch_size=4", "--config.segment.num_steps=2",
                 "--config.segment.eval_every=1", "--config.segment.warmup_steps=0",
-                "--config.segment.patience=0", "--config.segment.decoder_channels=(8, 8, 8)",
+                "--config.segment.patience=0", "--config.segment.decoder_channels=(8,)",
                 "--config.segment.selection_metric=dice_all", "--config.train.checkpoint_every=2"],
     "localize": ["--config.localize.init=random", "--config.localize.checkpoint_dir=",
                  "--config.localize.batch_size=4", "--config.localize.num_examples=2",
