@@ -7,6 +7,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from tests import fast_compile  # noqa: E402
 
 fast_compile.add_to_environ()  # XLA:CPU compiles the tests' programs quickly (see there)
+fast_compile.share_compiled_programs()  # one persistent cache for the whole run (see there)
 
 import jax  # noqa: E402
 
@@ -15,27 +16,6 @@ jax.config.update("jax_platforms", "cpu")
 
 
 import pytest  # noqa: E402
-from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def shared_compilation(tmp_path_factory):
-  """A persistent compilation cache for one test module whose runs compile the same train and
-  scoring steps (each is compiled once); the previous settings are restored afterwards. Use
-  with ``pytestmark = pytest.mark.usefixtures("shared_compilation")``. The modules of one test
-  process share the cache's folder, so a program another module compiled (the same tiny network's
-  scoring step, a fine-tuning step of the same config) is read back too."""
-  previous = (jax.config.jax_compilation_cache_dir,
-              jax.config.jax_persistent_cache_min_compile_time_secs)
-  compilation_cache.reset_cache()
-  directory = tmp_path_factory.getbasetemp() / "jax_cache"
-  directory.mkdir(exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", str(directory))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-  yield
-  jax.config.update("jax_compilation_cache_dir", previous[0])
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", previous[1])
-  compilation_cache.reset_cache()
 
 
 _E2E = pathlib.Path(__file__).resolve().parent / "e2e"

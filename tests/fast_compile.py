@@ -9,7 +9,10 @@ processes and the commands they start compile this way; a flag already in ``XLA_
 as given.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
 
@@ -19,3 +22,22 @@ def add_to_environ() -> None:
   given = os.environ.get("XLA_FLAGS", "")
   added = [f"--{flag}={value}" for flag, value in FLAGS.items() if flag not in given]
   os.environ["XLA_FLAGS"] = " ".join([given, *added]).strip()
+
+
+#: Programs that compile in less than this many seconds are not worth a cache entry.
+MIN_COMPILE_SECONDS = "0.2"
+
+
+def share_compiled_programs() -> None:
+  """Points JAX's persistent compilation cache of this process, and of every process it starts
+  (pytest-xdist's workers, the commands the end-to-end tests run), at one folder for the whole
+  test run, removed when the process that made it exits.
+
+  Most end-to-end tests run the same tiny configuration's train and scoring steps, in the test
+  processes and in the commands they start: each program is then compiled once per run instead
+  of once per process. A cache folder or threshold already in the environment is kept."""
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    directory = tempfile.mkdtemp(prefix="otcxr_tests_jax_cache_")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", MIN_COMPILE_SECONDS)

@@ -26,7 +26,7 @@ from otcxr_jax.training import loop
 from tests.e2e.shared_runs import COHORT_GROUP
 from tests.modes.test_finetune import _config, _stage_inputs
 
-pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(COHORT_GROUP)]
+pytestmark = pytest.mark.xdist_group(COHORT_GROUP)
 
 
 @pytest.fixture(scope="module")

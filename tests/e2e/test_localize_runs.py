@@ -21,7 +21,7 @@ from tests.e2e.shared_runs import COHORT_GROUP
 from tests.tiny import tiny_config
 from tests.modes.test_localize import PATIENTS
 
-pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(COHORT_GROUP)]
+pytestmark = pytest.mark.xdist_group(COHORT_GROUP)
 
 
 @pytest.fixture(scope="module")

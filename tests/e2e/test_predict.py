@@ -17,8 +17,6 @@ from otcxr_jax.modes import finetune
 from tests.tiny import tiny_config
 
 
-# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 @pytest.fixture(scope="module")

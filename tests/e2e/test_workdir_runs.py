@@ -26,7 +26,7 @@ from tests.e2e.shared_runs import TINY_GROUP
 from tests.tiny import tiny_config
 from tests.training.test_workdir_integrity import _REPO, _files
 
-pytestmark = [pytest.mark.usefixtures("shared_compilation"), pytest.mark.xdist_group(TINY_GROUP)]
+pytestmark = pytest.mark.xdist_group(TINY_GROUP)
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,6 @@ from tests.tiny import tiny_config
 PATIENTS = 300
 
 
-# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 @pytest.fixture(scope="module")

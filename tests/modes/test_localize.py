@@ -157,8 +157,6 @@ def test_attention_received_and_transport_cost_match_numpy():
 
 # The mode end to end.
 
-# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 @pytest.mark.parametrize("field,value,expected", [

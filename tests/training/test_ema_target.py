@@ -15,9 +15,6 @@ from otcxr_jax.training import loop, optim, sharding
 from otcxr_jax.training import state as state_lib
 from tests.tiny import tiny_config
 
-# The resumed run compiles the same train step as the full one.
-pytestmark = pytest.mark.usefixtures("shared_compilation")
-
 
 def _pure(state):
   return jax.tree.leaves(nnx.to_pure_dict(state))

@@ -9,9 +9,6 @@ from flax import nnx
 from otcxr_jax.data import pipeline
 from otcxr_jax.training import loop, optim, sharding
 
-# Every run of the toy model compiles the same train step (one per mesh).
-pytestmark = pytest.mark.usefixtures("shared_compilation")
-
 
 class _Tiny(nnx.Module):
   """Linear -> BatchNorm -> Linear: BatchNorm makes the loss depend on global-batch statistics."""

@@ -16,8 +16,6 @@ from tests.tiny import tiny_config
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The runs of this module compile the same steps: one persistent cache (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("shared_compilation")
 
 
 def _files(workdir) -> dict[str, bytes]:
