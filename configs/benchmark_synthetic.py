@@ -60,7 +60,7 @@ simclr                ``method='simclr'`` (NT-Xent, τ = 0.1)
 byol                  ``method='byol'`` (predictor, EMA target, τ_base = 0.996)
 barlow_twins          ``method='barlow_twins'`` (λ = 5e-3)
 vicreg                ``method='vicreg'`` (25 / 25 / 1)
-vicregl               ``method='vicregl'`` (α = 0.75, 7 + 1 location matches of the 16 cells)
+vicregl               ``method='vicregl'`` (α = 0.75, 26 + 5 location matches of the 64 cells)
 otcxr_location_mse    OT replaced by the MSE of location-matched tokens
                       (``objective.alignment='location_mse'``, ``objective.alpha=25``: the MSE
                       is about twice the cosine cost, see objectives/location_match.py)
