@@ -13,6 +13,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
+fast_compile.cache_slow_programs_only()
 
 
 import pytest  # noqa: E402
