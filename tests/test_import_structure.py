@@ -120,21 +120,25 @@ def _within(name: str, prefix: str) -> bool:
   return name == prefix or name.startswith(prefix + ".")
 
 
-def test_the_graph_sees_function_local_imports():
-  graph = import_graph()
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+  """The project's import graph, parsed once for the module's tests."""
+  return import_graph()
+
+
+def test_the_graph_sees_function_local_imports(graph):
   assert "otcxr_jax.training.loop" in graph["otcxr_jax.modes.pretrain"]  # module level
   assert "tfds_builders.cxr_base.errors" in graph["otcxr_jax.errors"]    # inside a function
   assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_no_import_cycle():
-  found = cycles(import_graph())
+def test_no_import_cycle(graph):
+  found = cycles(graph)
   assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
-def test_layers_import_one_way(layer):
-  graph = import_graph()
+def test_layers_import_one_way(graph, layer):
   wrong = sorted(f"{name} -> {target}" for name, targets in graph.items() if _within(name, layer)
                  for target in targets for banned in FORBIDDEN[layer] if _within(target, banned))
   assert not wrong, f"{layer} imports above itself:\n" + "\n".join(wrong)
