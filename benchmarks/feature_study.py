@@ -167,7 +167,8 @@ def study(config, workdir: str, kind: str, Cs: Sequence[float]) -> dict:
     else:
       encoder = factory.build_encoder(config, nnx.Rngs(config.seed))
     row["train_seconds"] = round(time.time() - start, 1)
-    row["feature_spread"] = diagnostics.feature_spread(encoder, images["train"][:512]).as_dict()
+    row["feature_spread"] = diagnostics.feature_spread(
+        encoder, sources["train"], image_size=config.data.image_size).as_dict()
     feats = encoder_features(encoder, images)
     row["probes"] = {name: logistic_probe({k: (feats[name][k], labels[k]) for k in images}, Cs)
                      for name in FEATURE_SETS}

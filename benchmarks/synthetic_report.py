@@ -234,22 +234,57 @@ def markdown_per_class(config: ml_collections.ConfigDict, workdir: epath.Path) -
   return "\n\n".join(sections) or "No evaluation with per-class values was run."
 
 
+#: The feature-spread diagnostics (``evaluation/diagnostics.py``) the linear probe records for
+#: each encoder it probes: column -> key of ``metrics.json``'s ``feature_spread``.
+SPREAD_COLUMNS = {"position share": "position_share", "image share": "image_share",
+                  "pooled std/\\|mean\\|": "pooled_std_over_mean"}
+
+
+def collect_spread(config: ml_collections.ConfigDict, workdir: epath.Path) -> Table | None:
+  """The feature spread of every encoder the linear probe read, from the ``metrics.json`` files
+  present that record it (files of an older probe do not); None when none does."""
+  values, sources = {}, []
+  for row, e in layout(config):
+    if e != PIXEL_EVALUATION or row == "raw_pixels":
+      continue
+    for path, metrics in _present_metrics(config, workdir, row, e):
+      if metrics.get("feature_spread"):
+        sources.append(str(path))
+        for column, key in SPREAD_COLUMNS.items():
+          values.setdefault(row, {}).setdefault(column, []).append(
+              float(metrics["feature_spread"][key]))
+  if not values:
+    return None
+  return Table(rows=list(values), columns=list(SPREAD_COLUMNS), values=values, sources=sources)
+
+
+def markdown_spread(config: ml_collections.ConfigDict, workdir: epath.Path) -> str:
+  """The feature-spread table (4 decimals, nothing in bold: no value is better in itself)."""
+  table = collect_spread(config, workdir)
+  if table is None:
+    return "No linear-probe run recorded the feature spread."
+  return markdown_results(table, config.benchmark.seeds, bold_best=False, digits=4)
+
+
 def format_cell(mean: float, std: float, n: int, seeds: int,
-                interval: tuple[float, float] | None = None) -> str:
-  """``mean ± std`` (3 decimals), then ``interval`` ``[low, high]`` where given and defined; the
-  mean alone for one value; ``(n=…)`` when fewer than ``seeds`` values were defined; ``n/a`` for
-  none."""
+                interval: tuple[float, float] | None = None, digits: int = 3) -> str:
+  """``mean ± std`` (``digits`` decimals), then ``interval`` ``[low, high]`` where given and
+  defined; the mean alone for one value; ``(n=…)`` when fewer than ``seeds`` values were
+  defined; ``n/a`` for none."""
   if n == 0:
     return "n/a"
-  text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+  f = lambda x: f"{x:.{digits}f}"
+  text = f(mean) if math.isnan(std) else f"{f(mean)} ± {f(std)}"
   if interval is not None and not math.isnan(interval[0]):
-    text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    text += f" [{f(interval[0])}, {f(interval[1])}]"
   return text if n == seeds else f"{text} (n={n})"
 
 
-def markdown_results(table: Table, seeds: int, intervals: bool = False) -> str:
-  """The results table, the best mean of each column in bold; with ``intervals``, each cell's
-  95% interval of the mean over the seeds (``Table.interval``) after its mean ± std."""
+def markdown_results(table: Table, seeds: int, intervals: bool = False, bold_best: bool = True,
+                     digits: int = 3) -> str:
+  """The results table, the best mean of each column in bold (unless not ``bold_best``); with
+  ``intervals``, each cell's 95% interval of the mean over the seeds (``Table.interval``) after
+  its mean ± std."""
   body = []
   for row in table.rows:
     cells = [row]
@@ -259,8 +294,8 @@ def markdown_results(table: Table, seeds: int, intervals: bool = False) -> str:
         continue
       mean, std, n = table.stats(row, column)
       text = format_cell(mean, std, n, seeds,
-                         table.interval(row, column) if intervals else None)
-      cells.append(f"**{text}**" if n and mean == table.best(column) else text)
+                         table.interval(row, column) if intervals else None, digits)
+      cells.append(f"**{text}**" if bold_best and n and mean == table.best(column) else text)
     body.append(cells)
   return report_lib.markdown_table(["run"] + table.columns, body)
 
@@ -512,6 +547,17 @@ beside the AUC of each finding, on the rows it runs on; mean ± sample standard 
 seeds, the best of each column in bold.
 
 {markdown_per_class(config, workdir)}
+
+## What the features carry (training images)
+
+The linear probe's diagnostics of each encoder it read (`evaluation/diagnostics.py`, the first
+512 training images): the shares of the dense map's variance between positions (what every image
+has at a place) and between images (what moves a whole image's pooled feature; the rest is where
+images differ at some places only), and the median over pooled-feature dimensions of
+std/\\|mean\\| (near 0: pooled features nearly the same for every image); mean ± sample standard
+deviation over the seeds (`(n=…)`: seeds whose probe recorded it).
+
+{markdown_spread(config, workdir)}
 
 ## Runtime
 

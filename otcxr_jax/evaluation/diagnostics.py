@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from otcxr_jax.evaluation import features
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,18 +62,29 @@ def pooled_std_over_mean(pooled: np.ndarray) -> float:
   return float(np.median(p.std(axis=0) / np.maximum(np.abs(p.mean(axis=0)), 1e-12)))
 
 
-def feature_spread(encoder: nnx.Module, images: np.ndarray, *, batch_size: int = 128
-                   ) -> FeatureSpread:
-  """The diagnostics of ``encoder`` (eval mode) on ``images``, uint8 ``(B, H, W, C)``."""
-  encoder.eval()
-  graphdef, state = nnx.split(encoder)
+class _First:
+  """The first ``count`` records of a random-access source."""
 
-  @jax.jit
-  def fn(state, x):
-    out = nnx.merge(graphdef, state, copy=True)(x.astype(jnp.float32) / 255.0)
-    return out.dense.astype(jnp.float32), out.pooled.astype(jnp.float32)
+  def __init__(self, source, count: int):
+    self._source, self._count = source, min(count, len(source))
 
-  dense, pooled = zip(*(jax.device_get(fn(state, images[i:i + batch_size]))
-                        for i in range(0, len(images), batch_size)))
-  shares = variance_shares(np.concatenate(dense))
-  return FeatureSpread(*shares, pooled_std_over_mean(np.concatenate(pooled)))
+  def __len__(self) -> int:
+    return self._count
+
+  def __getitem__(self, index: int):
+    if not 0 <= index < self._count:
+      raise IndexError(index)
+    return self._source[index]
+
+
+def feature_spread(encoder: nnx.Module, source, *, image_size: int, batch_size: int = 128,
+                   limit: int = 512, mesh=None) -> FeatureSpread:
+  """The diagnostics of ``encoder`` (eval mode) on the first ``limit`` records of ``source`` (a
+  split's random-access source, or a list of ``{'image': uint8 (H, W, C)}``), read as the probes
+  read features (``features.map_split``: resized to ``image_size``, sharded over ``mesh``, every
+  process getting the whole result)."""
+  fn = features.encoder_fn(encoder, image_size, lambda out: (out.dense, out.pooled), mesh)
+  (dense, pooled), _ = features.map_split(lambda batch: fn(batch["image"]),
+                                          _First(source, limit), batch_size=batch_size,
+                                          keys=("image",), mesh=mesh)
+  return FeatureSpread(*variance_shares(dense), pooled_std_over_mean(pooled))

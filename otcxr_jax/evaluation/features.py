@@ -14,17 +14,14 @@ from otcxr_jax.data import pipeline
 from otcxr_jax.training import sharding
 
 
-def feature_fn(encoder: nnx.Module, image_size: int, readout: str = "pooled", mesh=None
-               ) -> Callable[[jax.Array], jax.Array]:
-  """``images uint8 (B,H,W,C) -> features float32 (B,F)``, the encoder in eval mode, jitted.
+def encoder_fn(encoder: nnx.Module, image_size: int, select: Callable[[Any], Any], mesh=None
+               ) -> Callable[[jax.Array], Any]:
+  """``images uint8 (B,H,W,C) -> select(encoder output)``, the encoder in eval mode, jitted.
 
-  ``readout`` (one of ``config_lib.PROBE_READOUTS``): ``'pooled'``, the global average pool
-  (``F = C``); ``'map'``, the dense map (the one the pretraining loss reads) flattened
-  (``F = h * w * C``), a linear readout that keeps where things are. The encoder's state is
-  replicated over ``mesh`` (default: all devices) to meet sharded batches.
+  Images of another size are resized (bilinear) to ``image_size``; ``select`` maps the encoder's
+  output (``.dense``, ``.pooled``) to a pytree of ``(B, ...)`` float32 arrays. The encoder's state
+  is replicated over ``mesh`` (default: all devices) to meet sharded batches.
   """
-  if readout not in config_lib.PROBE_READOUTS:
-    raise ValueError(f"readout must be one of {config_lib.PROBE_READOUTS}, got {readout!r}")
   encoder.eval()
   graphdef, state = nnx.split(encoder)
   state = sharding.replicate(state, mesh or sharding.make_mesh())
@@ -34,12 +31,26 @@ def feature_fn(encoder: nnx.Module, image_size: int, readout: str = "pooled", me
     x = images.astype(jnp.float32) / 255.0
     if x.shape[1:3] != (image_size, image_size):
       x = jax.image.resize(x, (x.shape[0], image_size, image_size, x.shape[3]), "bilinear")
-    out = nnx.merge(graphdef, state, copy=True)(x)
-    if readout == "map":
-      return out.dense.reshape(out.dense.shape[0], -1).astype(jnp.float32)
-    return out.pooled.astype(jnp.float32)
+    return jax.tree.map(lambda y: y.astype(jnp.float32), select(nnx.merge(graphdef, state,
+                                                                          copy=True)(x)))
 
   return lambda images: fn(state, images)
+
+
+def feature_fn(encoder: nnx.Module, image_size: int, readout: str = "pooled", mesh=None
+               ) -> Callable[[jax.Array], jax.Array]:
+  """``images uint8 (B,H,W,C) -> features float32 (B,F)`` (:func:`encoder_fn`).
+
+  ``readout`` (one of ``config_lib.PROBE_READOUTS``): ``'pooled'``, the global average pool
+  (``F = C``); ``'map'``, the dense map (the one the pretraining loss reads) flattened
+  (``F = h * w * C``), a linear readout that keeps where things are.
+  """
+  if readout not in config_lib.PROBE_READOUTS:
+    raise ValueError(f"readout must be one of {config_lib.PROBE_READOUTS}, got {readout!r}")
+  if readout == "map":
+    return encoder_fn(encoder, image_size, lambda out: out.dense.reshape(out.dense.shape[0], -1),
+                      mesh)
+  return encoder_fn(encoder, image_size, lambda out: out.pooled, mesh)
 
 
 def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None

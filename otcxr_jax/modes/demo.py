@@ -97,11 +97,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       summary[name]["otcxr_minus_this"] = dict(difference=diff, ci95=[low, high])
   # Does the pretrained encoder's output carry the image or only the position?
   # (evaluation/diagnostics.py), on up to 512 training images.
-  probe_images = np.stack([sources["train"][i]["image"]
-                           for i in range(min(512, len(sources["train"])))])
-  spread = {"OTCXR": diagnostics.feature_spread(model.encoder, probe_images).as_dict(),
-            "random init": diagnostics.feature_spread(random_model.encoder,
-                                                      probe_images).as_dict()}
+  spread = {name: diagnostics.feature_spread(net.encoder, sources["train"],
+                                             image_size=config.data.image_size,
+                                             batch_size=config.probe.batch_size).as_dict()
+            for name, net in (("OTCXR", model), ("random init", random_model))}
 
   sample = np.stack([sources["test"][i]["image"] for i in range(3)])
   pairs = visualize.pair_examples(model, sample, aug=config_lib.augment_config(config),

@@ -10,8 +10,10 @@ raw pixels).
    dense map flattened; pixels: flattened);
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
-4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals), the test
-   scores in ``<workdir>/test_scores.npz`` (``evaluation/score_files.py``) and a table.
+4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals; for an
+   encoder also its feature spread on the first 512 training images, ``feature_spread``,
+   ``evaluation/diagnostics.py``), the test scores in ``<workdir>/test_scores.npz``
+   (``evaluation/score_files.py``) and a table.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from flax import nnx
 
 from otcxr_jax import config_lib
 from otcxr_jax.data import datasets
-from otcxr_jax.evaluation import features, linear_probe, score_files
+from otcxr_jax.evaluation import diagnostics, features, linear_probe, score_files
 from otcxr_jax.modes import network
 from otcxr_jax.reporting import summary
 from otcxr_jax.training import workdir as workdir_lib
@@ -70,21 +72,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _features(config: ml_collections.ConfigDict, workdir: epath.Path):
-  """The probe's features and where they come from."""
+  """The probe's features, where they come from, and the encoder's feature spread (None for
+  pixels)."""
   if config.probe.init == config_lib.PIXEL_FLOOR:
     return pixel_features(config), {"init": config_lib.PIXEL_FLOOR, "encoder": None,
-                                    "pixel_floor_size": config.probe.pixel_floor_size}
+                                    "pixel_floor_size": config.probe.pixel_floor_size}, None
   encoder, origin = network.encoder(config, workdir)
   print0(f"[{RUN_NAME}] encoder {config.model.encoder}: " +
          ", ".join(f"{k} {v}" for k, v in origin.items()))
-  return frozen_features(config, encoder), origin
+  feats = frozen_features(config, encoder)
+  return feats, origin, encoder_spread(config, encoder)
+
+
+def encoder_spread(config: ml_collections.ConfigDict, encoder: nnx.Module,
+                   run_name: str = RUN_NAME) -> dict[str, float]:
+  """Does the encoder's output carry the image or only the position? The diagnostics of
+  ``evaluation/diagnostics.py`` on the first 512 training images."""
+  spread = diagnostics.feature_spread(
+      encoder, datasets.split_source(config, config.data.train_split),
+      image_size=config.data.image_size, batch_size=config.probe.batch_size)
+  print0(f"[{run_name}] feature spread: position share {spread.position_share:.4f}, image "
+         f"share {spread.image_share:.4f}, pooled std/|mean| {spread.pooled_std_over_mean:.4f}")
+  return spread.as_dict()
 
 
 @workdir_lib.guarded
 def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
-  feats, origin = _features(config, workdir)
+  feats, origin, spread = _features(config, workdir)
   workdir_lib.save_config(config, workdir)  # before the probes' checkpoints
   p = config.probe
   probe = linear_probe.run(feats, workdir=workdir / "probes", name=f"{RUN_NAME}_{p.init}",
@@ -103,6 +119,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                               for k, v in probe.val_by_weight_decay.items()},
       "validation_mean_auc": probe.val_auc,
       "test": test,
+      "feature_spread": spread,
       "seconds": time.time() - start,
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def _table(markdown: str, heading: str = "") -> tuple[list[str], dict[str, list[
   for line in lines[start:]:
     if not line.startswith("|"):
       break
-    rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    rows.append([cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))])
   header, body = rows[0], rows[2:]
   return header, {cells[0]: cells[1:] for cells in body}
 
@@ -187,6 +188,49 @@ def test_per_class_tables_sit_beside_the_headline(tmp_path):
   half = 12.7062 * (0.1 / 2 ** 0.5) / 2 ** 0.5  # t(0.975, 1) * std / sqrt(2)
   assert results["otcxr"][0] == f"0.650 ± 0.071 [{0.65 - half:.3f}, {0.65 + half:.3f}]"
   assert synthetic_report.collect_per_class(config, tmp_path, "segment") is None
+
+
+def test_feature_spread_table_reads_the_probes_that_recorded_it(tmp_path):
+  """Hand-written linear-probe metrics.json files of two seeds: the feature spread of each
+  encoder, mean ± sample std over the seeds that recorded one (a file of an older probe has
+  none), 4 decimals, nothing in bold; raw pixels have no encoder."""
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.seeds = 2
+    config.benchmark.timed_runs = ()
+    config.benchmark.references = ("random_init", "raw_pixels")
+  spreads = {  # row: per seed, (position share, image share, pooled std/|mean|) or None
+      "otcxr": [(0.999, 0.0001, 0.004), (0.997, 0.0003, 0.006)],
+      "vicreg": [(0.7, 0.07, 0.25), None],
+      "random_init": [(0.826, 0.010, 0.110), (0.826, 0.010, 0.110)],
+      "raw_pixels": [None, None],
+  }
+  for row, seeds in spreads.items():
+    for seed, spread in enumerate(seeds):
+      path = synthetic_report.metrics_path(tmp_path, row, seed, "linear_probe")
+      path.parent.mkdir(parents=True, exist_ok=True)
+      metrics = {"test": {"mean_auc": 0.6, "per_class_auc": {}}}
+      if spread:
+        metrics["feature_spread"] = dict(zip(
+            ("position_share", "image_share", "pooled_std_over_mean"), spread),
+            interaction_share=1 - spread[0] - spread[1])
+      path.write_text(json.dumps(metrics))
+  text = synthetic_report.write_report(config, tmp_path).read_text()
+  assert text.index("## Per-class AUC") < text.index("## What the features carry") < text.index(
+      "## Runtime")
+  header, rows = _table(text, "## What the features carry")
+  assert header == ["run", "position share", "image share", "pooled std/\\|mean\\|"]
+  assert rows == {
+      "otcxr": ["0.9980 ± 0.0014", "0.0002 ± 0.0001", "0.0050 ± 0.0014"],
+      "vicreg": ["0.7000 (n=1)", "0.0700 (n=1)", "0.2500 (n=1)"],
+      "random_init": ["0.8260 ± 0.0000", "0.0100 ± 0.0000", "0.1100 ± 0.0000"],
+  }
+  for row in spreads:
+    for seed in range(2):
+      synthetic_report.metrics_path(tmp_path, row, seed, "linear_probe").write_text(
+          json.dumps({"test": {"mean_auc": 0.6, "per_class_auc": {}}}))
+  assert "No linear-probe run recorded the feature spread." in (
+      synthetic_report.write_report(config, tmp_path).read_text())
 
 
 def test_default_scale_is_128_with_an_8x8_dense_map():

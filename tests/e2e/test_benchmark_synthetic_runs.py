@@ -48,6 +48,17 @@ def test_results_table_matches_the_metrics_files(benchmark):
       assert bold == (value == best), (row, column, cell)
 
 
+def test_feature_spread_section_holds_every_probed_encoder(benchmark):
+  _, workdir, report = benchmark
+  _, rows = _table(report.read_text(), "## What the features carry")
+  assert list(rows) == list(ROWS)
+  for row, cells in rows.items():
+    path = workdir / "runs" / row / "seed0" / "linear_probe" / "metrics.json"
+    spread = json.loads(path.read_text())["feature_spread"]
+    assert cells == [f"{spread[k]:.4f}" for k in ("position_share", "image_share",
+                                                  "pooled_std_over_mean")], row
+
+
 def test_runtime_section_matches_the_timing_files(benchmark):
   _, workdir, report = benchmark
   text = report.read_text()

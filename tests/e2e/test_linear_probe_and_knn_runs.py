@@ -13,7 +13,7 @@ from flax import nnx
 from sklearn.metrics import roc_auc_score
 
 from otcxr_jax import config_lib, methods
-from otcxr_jax.evaluation import whitening
+from otcxr_jax.evaluation import diagnostics, whitening
 from otcxr_jax.models import factory
 from otcxr_jax.modes import knn as knn_mode
 from otcxr_jax.modes import linear_probe as linear_probe_mode
@@ -145,3 +145,13 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
     else:
       assert result["checkpoint_dir"] == c.probe.checkpoint_dir
       assert set(result["validation_mean_auc_by_weight_decay"]) == {"0.001"}
+      # The probed encoder's feature spread, on every training image (fewer than 512 here).
+      encoder, _ = network.encoder(c, workdir)
+      encoder.eval()
+      train = datasets.split_source(c, c.data.train_split)
+      out = encoder(np.stack([r["image"] for r in train]).astype(np.float32) / 255.0)
+      shares = diagnostics.variance_shares(np.asarray(out.dense))
+      expected = dict(zip(("position_share", "image_share", "interaction_share"), shares),
+                      pooled_std_over_mean=diagnostics.pooled_std_over_mean(
+                          np.asarray(out.pooled)))
+      assert result["feature_spread"] == pytest.approx(expected, rel=1e-4, abs=1e-5)

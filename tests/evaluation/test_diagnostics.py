@@ -42,8 +42,10 @@ def test_feature_spread_of_an_encoder_matches_its_outputs():
   config = tiny_config("/nonexistent")
   encoder = factory.build_encoder(config, nnx.Rngs(0))
   images = np.random.default_rng(0).integers(0, 256, size=(10, 32, 32, 1), dtype=np.uint8)
-  spread = diagnostics.feature_spread(encoder, images, batch_size=4)
-  out = encoder(images.astype(np.float32) / 255.0)
+  records = [{"image": image} for image in images]
+  # The first 7 records (limit), in batches of 4: the last batch padded, the padding dropped.
+  spread = diagnostics.feature_spread(encoder, records, image_size=32, batch_size=4, limit=7)
+  out = encoder(images[:7].astype(np.float32) / 255.0)
   assert (spread.position_share, spread.image_share, spread.interaction_share) == pytest.approx(
       diagnostics.variance_shares(np.asarray(out.dense)), abs=1e-5)
   assert spread.pooled_std_over_mean == pytest.approx(
