@@ -13,7 +13,7 @@ from flax import nnx
 
 from otcxr_jax import config_lib
 from otcxr_jax.data import datasets, tfds_source
-from otcxr_jax.evaluation import features
+from otcxr_jax.evaluation import diagnostics, features
 from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain, segment
 from otcxr_jax.training import checkpoint as ckpt_lib
@@ -100,6 +100,10 @@ def _evaluations(config) -> dict[str, np.ndarray]:
     source = datasets.split_source(config, split)
     out[f"{name}_features"], out[f"{name}_labels"] = features.extract(fn, source, batch_size=4)
     out[f"{name}_predicted"], out[f"{name}_reference"], out[f"{name}_ids"] = predict(model, source)
+  # The feature spread's dense maps and pooled features are read like the probe's features.
+  spread = diagnostics.feature_spread(encoder, datasets.split_source(config, "validation[:5]"),
+                                      image_size=config.data.image_size, batch_size=4)
+  out["spread_features"] = np.asarray(list(spread.as_dict().values()))
   (doubled,), fields = features.map_split(lambda batch: (2 * batch["x"],), _labelled_rows(7),
                                           batch_size=4, keys=("x",), host_keys=("id",))
   out["rows_doubled"], out["rows_id"] = doubled, fields["id"]
