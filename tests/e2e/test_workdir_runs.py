@@ -176,9 +176,11 @@ def test_a_second_concurrent_run_exits_at_once_naming_the_holder(root, run_dir):
         break
     holder = json.loads((run_dir / workdir_lib.LOCK_FILE).read_text())
     assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
+    first.send_signal(signal.SIGSTOP)  # still holding the lock, without training meanwhile
     start = time.time()
     second = _main(root, run_dir, "--config.train.num_steps=100000")
     assert time.time() - start < 60  # no data read, nothing compiled
+    first.send_signal(signal.SIGCONT)
     assert second.returncode == 2, second.stderr
     assert "Traceback" not in second.stderr
     assert (f"is in use by another run: host {socket.gethostname()}, pid {first.pid}, started "
