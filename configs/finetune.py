@@ -22,8 +22,9 @@ protocol is modes/finetune.py's LP-FT with config_lib's defaults:
 * a linear head on the global-average-pooled features, standardised with the fixed mean and
   standard deviation of the training images' features under the pretrained encoder;
 * stage 1, linear probe: the head alone on the frozen features, whitened as the frozen probe
-  whitens them (``probe.whiten``), for 100 epochs (Adam, batch 256, learning rate
-  ``probe.learning_rate``, 3e-2), the L2 strength of ``probe.weight_decays`` in the objective
+  whitens them (``probe.whiten``), for 100 epochs and at least the frozen probe's 600 steps
+  (100 epochs of the synthetic 1% split are 100 steps), Adam, batch 256, learning rate
+  ``probe.learning_rate`` (3e-2), the L2 strength of ``probe.weight_decays`` in the objective
   (``evaluation/linear_probe.penalised_bce``) chosen on validation;
 * stage 2, the whole network from that head: AdamW, batch 64, peak learning rates 1e-5 (encoder)
   and 1e-4 (head), decoupled weight decay 1e-2 on weight matrices, one warm-up epoch, cosine

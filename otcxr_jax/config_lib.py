@@ -240,7 +240,8 @@ def _finetune() -> dict:
       checkpoint_dir="",           # any run's checkpoint directory holding an encoder
       batch_size=64,               # stage-2 training and evaluation batch (global)
       linear_probe_epochs=100.0,   # stage 1 (probe.batch_size, probe.learning_rate, weight decay
-                                   # of probe.weight_decays chosen on validation); 0 = skip
+                                   # of probe.weight_decays chosen on validation), at least
+                                   # probe.num_steps steps; 0 = skip
       num_epochs=50.0,             # stage 2, rounded to whole validation intervals
       num_steps=config_dict.placeholder(int),     # stage 2 in steps instead of num_epochs
       optimizer="adamw",           # one of training/optim.OPTIMIZERS

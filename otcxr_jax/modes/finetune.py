@@ -20,7 +20,8 @@ validation, tested once.
    nearly collinear pretrained features otherwise leave a fixed budget of first-order steps
    short of the logistic regression's optimum, docs/results.md), trained by
    ``linear_probe.train_head`` (AdamW, the linear probe's ``probe.batch_size`` and
-   ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs from N(0, 0.01²) for each
+   ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs, and at least the frozen
+   probe's ``probe.num_steps`` steps (:func:`linear_probe_budget`), from N(0, 0.01²) for each
    weight decay of ``probe.weight_decays``; the head of best validation mean AUC is kept with
    its whitening as the head's fixed projection (``finetune.whitened_head``, the default), or
    folded into its weights (the head then an affine map of the standardised features).
@@ -167,14 +168,19 @@ def finetune_budget(config: ml_collections.ConfigDict, num_images: int) -> StepB
 def linear_probe_budget(config: ml_collections.ConfigDict, num_images: int) -> StepBudget:
   """Stage 1's steps: ``finetune.linear_probe_epochs`` epochs at ``probe.batch_size`` (capped to
   the split as ``linear_probe.train_head`` caps it), validation every ``eval_every_epochs``
-  epochs (at least one step), the total rounded to the nearest multiple of that interval; warm-up is
-  ``train_head``'s (5% of the steps)."""
+  epochs (at least one step), the total rounded to the nearest multiple of that interval, and at
+  least the frozen linear probe's own ``probe.num_steps`` (rounded up to whole intervals), so that
+  stage 1 reaches the probe's solution at small label fractions too (100 epochs of the 1% split's
+  176 images in one batch are 100 steps; the probe takes 600); warm-up is ``train_head``'s (5% of
+  the steps)."""
   f = config.finetune
   devices = jax.device_count()
   batch = min(config.probe.batch_size, num_images // devices * devices)
   per_epoch = num_images / batch
   eval_every = max(1, round(f.eval_every_epochs * per_epoch))
   num_steps = _whole_intervals(f.linear_probe_epochs, per_epoch, eval_every)
+  if f.linear_probe_epochs > 0:
+    num_steps = max(num_steps, -(-config.probe.num_steps // eval_every) * eval_every)
   return StepBudget(batch, per_epoch, num_steps, eval_every, num_steps // 20)
 
 

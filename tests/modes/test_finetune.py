@@ -215,12 +215,18 @@ def test_budgets_convert_epochs_to_steps():
   f.num_steps, f.eval_every, f.warmup_steps = 150, None, 5
   b = finetune.finetune_budget(c, 1000)
   assert (b.num_steps, b.eval_every, b.warmup_steps) == (150, 15, 5)
-  # Stage 1 at probe.batch_size (capped to the split, a multiple of the 4 test devices).
-  c.probe.batch_size, f.linear_probe_epochs = 256, 10.0
+  # Stage 1 at probe.batch_size (capped to the split, a multiple of the 4 test devices), for the
+  # epochs asked when they are more steps than the frozen probe's own (here 1) ...
+  c.probe.batch_size, c.probe.num_steps, f.linear_probe_epochs = 256, 1, 10.0
   b = finetune.linear_probe_budget(c, 1000)
   assert (b.batch_size, b.eval_every, b.num_steps, b.warmup_steps) == (256, 4, 40, 2)
   b = finetune.linear_probe_budget(c, 50)
   assert (b.batch_size, b.eval_every, b.num_steps) == (48, 1, 10)  # 10 epochs of 1.04 steps
+  # ... and at least the frozen probe's own steps, in whole validation intervals.
+  c.probe.num_steps = 101
+  b = finetune.linear_probe_budget(c, 1000)
+  assert (b.eval_every, b.num_steps, b.warmup_steps) == (4, 104, 5)
+  assert finetune.linear_probe_budget(c, 50).num_steps == 101
 
 
 # The feature statistics and the linear-probe stage, against independent computations.
