@@ -140,6 +140,9 @@ def worker() -> None:
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None})
       elif cmd["cmd"] == "build":
         spec = dict(cmd["spec"])
+        step = None  # the last case's model and inputs go before the next one's are built
+        if torch.cuda.is_available():
+          torch.cuda.empty_cache()
         if spec["step"] == "otcxr" and spec["objective"]["location_weight"]:
           grid = dense_grid(spec["model"], spec["image_size"])
           spec["location"] = location_matrix(spec["batch_size"], grid)
@@ -371,6 +374,7 @@ class JaxStep:
     self.fn = jax.jit(state_lib.make_train_step(graphdef, loss_fn, tx),
                       donate_argnums=(0,)).lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - start
+    self.flops = step_flops(self.fn)
 
   def __call__(self) -> float:
     import jax  # noqa: PLC0415
@@ -385,6 +389,34 @@ class JaxStep:
       self()
       times.append(time.perf_counter() - start)
     return times
+
+
+def step_flops(compiled) -> float | None:
+  """Floating-point operations of one call of a compiled function, by XLA's cost analysis (the
+  same count serves both sides: PyTorch runs the same network); None where the backend gives none."""
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 (a backend without cost analysis)
+    return None
+  if isinstance(analysis, (list, tuple)):  # older jax: one dict per device program
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get("flops")
+  return float(flops) if flops and flops > 0 else None
+
+
+# Dense peak rates (TFLOP/s) of the matrix units, from the vendors' data sheets: bf16, and TF32 for
+# float32 (JAX's default precision on these GPUs lets float32 convolutions and products use TF32).
+PEAK_TFLOPS = {"H100": {"bfloat16": 989.4, "float32": 494.7},
+               "H200": {"bfloat16": 989.4, "float32": 494.7},
+               "A100": {"bfloat16": 312.0, "float32": 156.0}}
+
+
+def peak_tflops(device_kind: str, precision: str) -> float | None:
+  """The data-sheet peak of a GPU named in ``device_kind`` (e.g. 'NVIDIA H100 80GB HBM3')."""
+  for name, peaks in PEAK_TFLOPS.items():
+    if name in device_kind:
+      return peaks[precision]
+  return None
 
 
 def jax_loss(config, step: str, seed: int = 0) -> tuple[dict[str, float], Any, dict]:
@@ -444,6 +476,7 @@ def compare(settings: Sequence[str], steps: Sequence[str], precisions: Sequence[
           log(f"[{setting} {step} {precision}] compiling JAX, building PyTorch ...")
           jax_step = JaxStep(config, step)
           case["jax_compile_s"] = jax_step.compile_s
+          case["flops_per_step"] = jax_step.flops
           if worker:
             worker.call({"cmd": "build", "spec": torch_spec(config, step, precision, tf32)})
           jax_step.timed(warmup)
@@ -461,6 +494,7 @@ def compare(settings: Sequence[str], steps: Sequence[str], precisions: Sequence[
             case["torch_step_s"] = torch_times
             case["torch_images_per_s"] = b / statistics.median(torch_times)
             case["ratio"] = case["jax_images_per_s"] / case["torch_images_per_s"]
+          add_utilisation(case, peak_tflops(device.device_kind, precision))
           log(format_row(case))
           result["cases"].append(case)
           del jax_step
@@ -469,6 +503,33 @@ def compare(settings: Sequence[str], steps: Sequence[str], precisions: Sequence[
       worker.close()
   result["machine"]["load_average_end"] = list(os.getloadavg())
   return result
+
+
+def add_utilisation(case: dict[str, Any], peak: float | None) -> None:
+  """Achieved TFLOP/s of each side (the step's FLOPs over its median time) and, where the device's
+  peak is known, model FLOP utilisation (MFU) = achieved / peak."""
+  flops = case.get("flops_per_step")
+  if not flops:
+    return
+  case["peak_tflops"] = peak
+  for side in ("jax", "torch"):
+    ips = case.get(f"{side}_images_per_s")
+    if ips:
+      tflops = flops * ips / case["batch_size"] / 1e12
+      case[f"{side}_tflops"] = tflops
+      if peak:
+        case[f"{side}_mfu"] = tflops / peak
+
+
+def format_utilisation(case: Mapping[str, Any]) -> str:
+  def side(name):
+    t = case.get(f"{name}_tflops")
+    if t is None:
+      return f"{'-':>22}"
+    mfu = case.get(f"{name}_mfu")
+    return f"{t:>13.1f}" + (f"{mfu:>8.1%}" if mfu is not None else f"{'-':>8}") + " "
+  return (f"{case['setting']:<14}{case['step']:<9}{case['precision']:<10}"
+          f"{case['flops_per_step'] / 1e9:>12.1f}" + side("jax") + side("torch"))
 
 
 def format_row(case: Mapping[str, Any]) -> str:
@@ -496,6 +557,14 @@ def format_report(result: Mapping[str, Any]) -> str:
       f"{'torch img/s':>13}{'ratio':>8}",
   ]
   lines += [format_row(case) for case in result["cases"]]
+  if any(case.get("flops_per_step") for case in result["cases"]):
+    lines += ["", "model FLOP utilisation: the step's FLOPs (XLA cost analysis of the JAX step) over "
+              "each side's median step" + ("; peak = data-sheet dense bf16, TF32 for float32"
+                                           if any(c.get("peak_tflops") for c in result["cases"])
+                                           else " (no peak known for this device: no MFU)"),
+              f"{'setting':<14}{'step':<9}{'precision':<10}{'GFLOP/step':>12}"
+              f"{'JAX TFLOP/s':>13}{'MFU':>8} {'torch TFLOP/s':>13}{'MFU':>8}"]
+    lines += [format_utilisation(case) for case in result["cases"] if case.get("flops_per_step")]
   return "\n".join(lines)
 
 

@@ -87,3 +87,38 @@ def test_pytorch_port_computes_the_jax_loss(setting, step, size):
   assert set(values["torch"]) == set(values["jax"])
   for key, value in values["jax"].items():
     assert values["torch"][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+def test_step_flops_counts_a_matrix_product_by_hand():
+  m, k, n = 8, 16, 4
+  compiled = jax.jit(lambda a, b: a @ b).lower(
+      jax.ShapeDtypeStruct((m, k), np.float32), jax.ShapeDtypeStruct((k, n), np.float32)).compile()
+  assert cp.step_flops(compiled) == pytest.approx(2 * m * k * n, rel=0.05)
+
+
+def test_step_flops_is_none_without_a_cost_analysis():
+  class NoAnalysis:
+    def cost_analysis(self):
+      raise NotImplementedError
+
+  class Empty:
+    def cost_analysis(self):
+      return [{}]
+
+  assert cp.step_flops(NoAnalysis()) is None and cp.step_flops(Empty()) is None
+
+
+def test_utilisation_is_the_step_flops_over_time_and_peak():
+  case = {"setting": "resnet50_224", "step": "otcxr", "precision": "bfloat16", "batch_size": 256,
+          "flops_per_step": 2.0e13, "jax_images_per_s": 2560.0, "torch_images_per_s": 1280.0}
+  cp.add_utilisation(case, cp.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16"))
+  # 10 steps/s x 20 TFLOP = 200 TFLOP/s; PyTorch 5 steps/s: 100 TFLOP/s; peak 989.4
+  assert case["jax_tflops"] == pytest.approx(200.0) and case["torch_tflops"] == pytest.approx(100.0)
+  assert case["jax_mfu"] == pytest.approx(200.0 / 989.4)
+  assert cp.peak_tflops("NVIDIA H200", "float32") == 494.7
+  assert cp.peak_tflops("cpu", "float32") is None
+  cpu = {**case, "jax_mfu": None}
+  cpu.pop("jax_mfu")
+  cp.add_utilisation(cpu, None)
+  assert "jax_mfu" not in cpu and cpu["jax_tflops"] == pytest.approx(200.0)
+  assert "20000.0" in cp.format_utilisation(case) and "20.2%" in cp.format_utilisation(case)

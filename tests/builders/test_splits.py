@@ -35,6 +35,16 @@ def test_random_split_is_patient_disjoint_with_exact_sizes(n):
   assert len(chosen["train"]) == n - 2 * math.floor(0.15 * n + 0.5)
 
 
+@pytest.mark.parametrize("n,sizes", [(3, (1, 1, 1)), (4, (2, 1, 1)), (5, (3, 1, 1)),
+                                     (2, (2, 0, 0))])
+def test_a_tiny_cohort_has_every_split_where_it_can(n, sizes):
+  # 0.15 * n rounds to 0 below 4 patients; each split still gets one when there are enough
+  out = splits.split_patients(_patients(n), splits.RANDOM_SPLIT)
+  owner = _patient_of(_patients(n))
+  assert tuple(len({owner[i] for i in out[name]}) for name in ("train", "validation", "test")) \
+      == sizes
+
+
 def test_split_depends_only_on_ids_and_seed():
   patients = _patients(200)
   reordered = dict(reversed(list(patients.items())))

@@ -56,7 +56,8 @@ def split_patients(
   Args:
     patients: ``{patient: image ids}``.
     fractions: ``{split: fraction}`` summing to one; the first split gets the remainder, the
-      others ``round(fraction * n)`` patients each.
+      others ``round(fraction * n)`` patients each, at least one where the fraction is positive
+      and there are patients enough for one per split (a tiny cohort then has every split).
     seed: salt of the order.
 
   Returns:
@@ -66,7 +67,9 @@ def split_patients(
     raise ValueError(f"split fractions must sum to 1, got {dict(fractions)}")
   order = _ordered(patients, "split", seed)
   names = list(fractions)
-  sizes = {name: round_half_up(fractions[name] * len(order)) for name in names[1:]}
+  floor = 1 if len(order) >= len(names) else 0
+  sizes = {name: max(floor if fractions[name] > 0 else 0, round_half_up(fractions[name] * len(order)))
+           for name in names[1:]}
   sizes[names[0]] = len(order) - sum(sizes.values())
   out, start = {}, 0
   for name in reversed(names):
