@@ -250,6 +250,32 @@ def test_default_scale_is_128_with_an_8x8_dense_map():
   assert factory.dense_grid(tiny) == (2, 2) and tiny.data.synthetic_patients == 16
 
 
+def test_gpu_scale_is_the_full_width_encoder_for_about_twenty_epochs():
+  import jax
+  from flax import nnx
+  from otcxr_jax import config_lib, methods
+  from otcxr_jax.models import factory
+  c = benchmark_config.get_config("gpu")
+  default = benchmark_config.get_config()
+  assert (c.model.width, c.model.num_stages, c.data.image_size) == (1.0, default.model.num_stages, 128)
+  assert factory.dense_grid(c) == (8, 8)
+  epochs = c.train.num_steps * c.train.batch_size / benchmark_config.TRAIN_IMAGES
+  assert 20 <= epochs < 21
+  assert c.train.compute_dtype == "bfloat16" and tuple(c.benchmark.timed_runs) == ()
+  assert tuple(c.benchmark.runs) == tuple(default.benchmark.runs) and c.benchmark.seeds == 3
+  for run in c.benchmark.runs:  # every run's config is accepted before any compute
+    rc = benchmark_synthetic.copy_config(c)
+    benchmark_synthetic.apply_overrides(rc, c.benchmark_runs[run], run)
+    config_lib.validate(rc)
+  model = methods.build_model(c, nnx.Rngs(0))
+  model.eval()
+  x = jax.ShapeDtypeStruct((2, 128, 128, 1), np.float32)
+  features = jax.eval_shape(lambda m, a: m.encoder(a), model, x)
+  assert features.dense.shape == (2, 8, 8, 256)  # full width: 256 channels at the last of three stages
+  with pytest.raises(ValueError, match="'tiny', 'gpu' or none"):
+    benchmark_config.get_config("huge")
+
+
 def test_paired_comparisons_read_the_saved_test_scores(tmp_path):
   """Hand-written test scores of two seeds: the first run minus every other row, its mean over
   the seeds against scikit-learn's AUC, the seeds ahead, and the report's table."""
