@@ -58,6 +58,9 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
   fig_dir = workdir / "figures"
   curves = plots.training_curves(history, PRETRAIN_CURVES, fig_dir / "pretrain_curves.png",
                                  title="OTCXR pretraining")
+  curves_md = (f"![pretraining curves]({fig_dir.name}/{curves})" if curves else
+               "No pretraining curves: the run's metric log (`metrics/pretrain.jsonl`) holds no "
+               "steps.")
   bars = plots.auc_bars(class_names, {k: p.test_per_class for k, p in probes.items()},
                         fig_dir / "auc_per_class.png")
   corr = plots.correspondences(pairs.views_s, pairs.views_t, pairs.plans, pairs.grid,
@@ -129,7 +132,7 @@ OTCXR minus each floor, paired bootstrap over the same test images (500 resample
   {_fmt(last.get('var'))}, covariance {_fmt(last.get('cov'))}, Sinkhorn marginal error
   {_fmt(last.get('marginal_error'))}, plan entropy {_fmt(last.get('plan_entropy'))}
 
-![pretraining curves]({fig_dir.name}/{curves})
+{curves_md}
 
 ### What the features carry (`evaluation/diagnostics.py`, 512 training images)
 

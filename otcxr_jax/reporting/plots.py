@@ -85,9 +85,12 @@ def both(*draws: Callable | None) -> Callable:
 
 
 def training_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], path,
-                    title: str = "") -> str:
-  """One panel per metric against the step."""
+                    title: str = "") -> str | None:
+  """One panel per metric of ``keys`` that ``history`` holds, against the step; None (no figure)
+  where it holds none of them (e.g. a run whose metric log was removed)."""
   keys = [k for k in keys if any(k in h for h in history)]
+  if not keys:
+    return None
   fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
   for ax, key in zip(axes[0], keys):
     pts = [(h["step"], h[key]) for h in history if key in h]

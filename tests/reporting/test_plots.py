@@ -37,3 +37,13 @@ def test_segment_and_localize_read_the_datasets_features(tmp_path):
   c.data.name = "nih_chest_xray14"
   assert not segment.dataset_has_masks(c) and localize.dataset_has_boxes(c)
   assert datasets.dataset_name(c) == "nih_chest_xray14/224"
+
+
+def test_training_curves_draw_the_logged_metrics_and_nothing_without_a_log(tmp_path):
+  history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5, "ot": 0.3}]
+  assert plots.training_curves(history, ["loss", "ot", "var"], tmp_path / "c.png") == "c.png"
+  with Image.open(tmp_path / "c.png") as png:
+    assert png.size[0] > png.size[1]  # two panels side by side ('var' was never logged)
+  assert plots.training_curves([], ["loss"], tmp_path / "none.png") is None
+  assert plots.training_curves(history, ["var"], tmp_path / "none.png") is None
+  assert not (tmp_path / "none.png").exists()
