@@ -4,9 +4,11 @@
 #   bash benchmarks/gpu_checks.sh STAGE OUTDIR [--config.FIELD=VALUE ...]
 #
 #   compare   JAX against PyTorch on the card (benchmarks/compare_pytorch.py): the whole OTCXR
-#             step, then the encoder step, ResNet-50 at 224x224, batch 256 (the paper's scale),
-#             bfloat16 (PyTorch: channels-last + autocast) and float32 (both sides TF32), with
-#             model FLOP utilisation
+#             step, then the encoder step, ResNet-50 at 224x224, bfloat16 (PyTorch: channels-last
+#             + autocast) and float32 (both sides TF32), with model FLOP utilisation. Batch
+#             COMPARE_BATCH, by default 256 (the paper's scale) on a card of at least 120 GiB and
+#             128 on a smaller one: both frameworks hold their step's memory on the one card
+#             (about 85 GB at batch 256 in float32)
 #   runtime   OTCXR against VICReg at the paper's scale in bfloat16 (benchmarks/method_runtime.py)
 #   pipeline  grain reading synthetic_cxr 224x224 ArrayRecord files against the OTCXR step's rate
 #             measured by `compare` (benchmarks/input_pipeline.py)
@@ -31,8 +33,11 @@ case "$stage" in
   compare)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv \
       | tee "$out/gpu.txt"
+    mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -n 1)
+    batch=${COMPARE_BATCH:-$(( ${mib%%.*} >= 120 * 1024 ? 256 : 128 ))}
+    echo "batch $batch (card memory $mib MiB)" | tee -a "$out/gpu.txt"
     for step in otcxr encoder; do
-      "$py" benchmarks/compare_pytorch.py --setting resnet50_224 --batch 256 --step "$step" \
+      "$py" benchmarks/compare_pytorch.py --setting resnet50_224 --batch "$batch" --step "$step" \
         --precision bfloat16,float32 --tf32 --rounds 3 --steps 5 --warmup 2 \
         --json "$out/compare_resnet50_224_$step.json" | tee "$out/compare_resnet50_224_$step.txt"
     done ;;
