@@ -25,7 +25,7 @@ def _run(tmp_path, stage, card_mib, **env):
   out = subprocess.run(
       ["bash", "benchmarks/gpu_checks.sh", stage, str(tmp_path / "out")], cwd=REPO,
       capture_output=True, text=True, timeout=60,
-      env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(python), **env})
+      env={**{k: v for k, v in os.environ.items() if k != "COMPARE_BATCH"}, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": str(python), **env})
   return out, calls.read_text().splitlines() if calls.exists() else []
 
 
