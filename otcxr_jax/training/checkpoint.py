@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -160,18 +161,39 @@ def stored_shapes(step_dir: epath.Path, step: int) -> dict[str, tuple[int, ...]]
   Raises:
     DamagedCheckpointError: the metadata cannot be read.
   """
-  _quiet_closed_event_loops()
+  _quiet_abandoned_reads(step_dir)
   try:
     return tree_shapes(ocp.StandardCheckpointHandler().metadata(step_dir / STATE_ITEM))
   except Exception as e:  # pylint: disable=broad-except
     raise DamagedCheckpointError(step, step_dir, failure_reason(e, step_dir)) from e
 
 
-def _quiet_closed_event_loops() -> None:
-  """Installed before a step is read. After a failed read, tensorstore completes the reads still
-  in flight on orbax's closed event loop, and each completion prints an unraisable
-  ``RuntimeError('Event loop is closed')`` traceback (dozens of lines, any time later). Those,
-  and only those, are dropped."""
+_READ_DIRS: set[str] = set()  # step folders read so far (see _quiet_abandoned_reads)
+_ABANDONED = ("Task exception was never retrieved", "Future exception was never retrieved")
+
+
+class _AbandonedReadFilter(logging.Filter):
+  """Drops asyncio's "exception was never retrieved" report of a read of a step folder."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None or not str(record.msg).startswith(_ABANDONED):
+      return True
+    text = str(error)
+    return not any(directory in text for directory in _READ_DIRS)
+
+
+def _quiet_abandoned_reads(step_dir: epath.Path) -> None:
+  """Called before ``step_dir`` is read. After a failed read, tensorstore completes the reads
+  still in flight on orbax's closed event loop, and they end, any time later, in tracebacks of
+  dozens of lines each: an unraisable ``RuntimeError('Event loop is closed')``, or asyncio's
+  "Task exception was never retrieved" with the read's error when the task is collected. The
+  failure itself is reported once, as a :class:`DamagedCheckpointError`; those echoes, and only
+  those (an error naming a folder read here), are dropped."""
+  _READ_DIRS.add(str(step_dir))
+  asyncio_logger = logging.getLogger("asyncio")
+  if not any(isinstance(f, _AbandonedReadFilter) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_AbandonedReadFilter())
   previous = sys.unraisablehook
   if getattr(previous, "_drops_closed_loops", False):
     return
