@@ -41,3 +41,14 @@ def pytest_collection_modifyitems(config, items):
       e2e.append(item)
   first = set(e2e)
   items[:] = e2e + [item for item in items if item not in first]
+
+
+def pytest_configure(config):
+  """pytest ends every process (each xdist worker too) by collecting garbage five times to find
+  unraisable exceptions; with JAX's objects each pass takes about a second. One pass: only a
+  finaliser that leaves new garbage needs the later ones."""
+  try:
+    from _pytest.unraisableexception import gc_collect_iterations_key  # pylint: disable=g-import-not-at-top
+  except ImportError:  # another pytest: its own default
+    return
+  config.stash[gc_collect_iterations_key] = 1
