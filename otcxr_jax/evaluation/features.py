@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -151,19 +151,41 @@ def extract(fn: Callable[[jax.Array], jax.Array], source, *, batch_size: int,
   devices); with several processes each reads its share and every process gets the whole
   result (:func:`map_split`).
   """
-  feats, fields = map_split(lambda batch: fn(batch[image_key]), source, batch_size=batch_size,
-                            keys=(image_key,), host_keys=(label_key,), mesh=mesh)
-  return feats.astype(np.float32), fields[label_key].astype(np.float32)
+  feats, labels = extract_many({"features": fn}, source, batch_size=batch_size,
+                               label_key=label_key, mesh=mesh, image_key=image_key)
+  return feats["features"], labels
 
 
-def downsampled_pixels(source, *, size: int, batch_size: int = 256,
-                       label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
-  """The raw-pixel floor's features: images area-downsampled to ``size x size``, flattened."""
+def extract_many(fns: Mapping[str, Callable[[jax.Array], jax.Array]], source, *,
+                 batch_size: int, label_key: str = "labels", mesh=None,
+                 image_key: str = "image") -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """:func:`extract` for several feature functions in one read of ``source``: each image is
+  read and decoded once, and every function gets the same batches.
+
+  Returns ``({name: features}, labels)``, rows in source order.
+  """
+  fns = dict(fns)
+  feats, fields = map_split(lambda batch: {k: f(batch[image_key]) for k, f in fns.items()},
+                            source, batch_size=batch_size, keys=(image_key,),
+                            host_keys=(label_key,), mesh=mesh)
+  return ({k: feats[k].astype(np.float32) for k in fns},
+          fields[label_key].astype(np.float32))
+
+
+def pixel_fn(size: int) -> Callable[[jax.Array], jax.Array]:
+  """``images uint8 (B,H,W,C) -> (B, size*size*C)``: the raw-pixel floor's features, images
+  downsampled to ``size x size`` (antialiased bilinear) and flattened, jitted."""
   def fn(images):
     x = images.astype(jnp.float32) / 255.0
     x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "linear", antialias=True)
     return x.reshape(x.shape[0], -1)
-  return extract(jax.jit(fn), source, batch_size=batch_size, label_key=label_key)
+  return jax.jit(fn)
+
+
+def downsampled_pixels(source, *, size: int, batch_size: int = 256,
+                       label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+  """The raw-pixel floor's features (:func:`pixel_fn`) of every example of ``source``."""
+  return extract(pixel_fn(size), source, batch_size=batch_size, label_key=label_key)
 
 
 def recalibrate_batch_stats(encoder: nnx.Module, source, *, image_size: int, batch_size: int,

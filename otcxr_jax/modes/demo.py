@@ -37,10 +37,15 @@ def _splits(config) -> dict[str, str]:
   return {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
 
 
-def probe_features(config: ml_collections.ConfigDict, encoder, sources) -> dict:
-  fn = features.feature_fn(encoder, config.data.image_size, config.probe.readout)
-  return {k: features.extract(fn, src, batch_size=config.probe.batch_size)
-          for k, src in sources.items()}
+def probe_features(config: ml_collections.ConfigDict, fns: dict, sources) -> dict:
+  """``{name: {split: (features, labels)}}`` for every feature function of ``fns``, all computed
+  in one read of each split."""
+  out = {name: {} for name in fns}
+  for split, src in sources.items():
+    feats, labels = features.extract_many(fns, src, batch_size=config.probe.batch_size)
+    for name in fns:
+      out[name][split] = (feats[name], labels)
+  return out
 
 
 @workdir_lib.guarded
@@ -56,20 +61,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print0("[demo] extracting features: " +
          ", ".join(f"{k} {len(v):,}" for k, v in sources.items()))
   random_model = methods.build_model(config, nnx.Rngs(config.seed))  # pretraining's start
-  feats = {
-      "OTCXR": probe_features(config, model.encoder, sources),
-      "random init": probe_features(config, random_model.encoder, sources),
-  }
+  size, readout = config.data.image_size, config.probe.readout
+  fns = {"OTCXR": features.feature_fn(model.encoder, size, readout),
+         "random init": features.feature_fn(random_model.encoder, size, readout)}
   if jax.tree.leaves(nnx.state(random_model.encoder, nnx.BatchStat)):
     # BatchNorm: the random encoder in eval mode does not normalise at all (running mean 0,
     # variance 1); the same weights with statistics estimated on data are a second floor.
     recalibrated = features.recalibrate_batch_stats(
         methods.build_model(config, nnx.Rngs(config.seed)).encoder, sources["train"],
         image_size=config.data.image_size, batch_size=config.train.batch_size)
-    feats["random init, data BN stats"] = probe_features(config, recalibrated, sources)
-  feats["raw pixels"] = {k: features.downsampled_pixels(src, size=config.probe.pixel_floor_size,
-                                                        batch_size=config.probe.batch_size)
-                         for k, src in sources.items()}
+    fns["random init, data BN stats"] = features.feature_fn(recalibrated, size, readout)
+  fns["raw pixels"] = features.pixel_fn(config.probe.pixel_floor_size)
+  feats = probe_features(config, fns, sources)
   probes = {}
   for name, f in feats.items():
     print0(f"[demo] linear probe: {name} ({f['train'][0].shape[1]} features)")

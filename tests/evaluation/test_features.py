@@ -36,6 +36,36 @@ def test_extract_returns_features_and_labels_in_order():
   np.testing.assert_array_equal(labels, [r["labels"] for r in records])
 
 
+class _CountingSource:
+  """A list of records that counts how often each is read."""
+
+  def __init__(self, records):
+    self.records, self.reads = records, [0] * len(records)
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitem__(self, i):
+    self.reads[i] += 1
+    return self.records[i]
+
+
+def test_extract_many_reads_each_example_once_and_equals_separate_extractions():
+  records = _records(7)
+  fns = {"first": jax.jit(lambda x: x.reshape(x.shape[0], -1)[:, :5].astype(np.float32)),
+         "mean": jax.jit(lambda x: x.astype(np.float32).mean(axis=(1, 2))),
+         "pixels": features.pixel_fn(2)}
+  source = _CountingSource(records)
+  feats, labels = features.extract_many(fns, source, batch_size=4)
+  assert source.reads == [1] * 7
+  assert list(feats) == list(fns) and all(f.dtype == np.float32 for f in feats.values())
+  np.testing.assert_array_equal(labels, [r["labels"] for r in records])
+  for name, fn in fns.items():
+    alone, alone_labels = features.extract(fn, records, batch_size=4)
+    np.testing.assert_array_equal(feats[name], alone)
+    np.testing.assert_array_equal(labels, alone_labels)
+
+
 def test_map_split_refuses_an_empty_source_and_an_unsplittable_batch():
   with pytest.raises(ValueError, match="source is empty"):
     features.map_split(lambda b: b["image"], [], batch_size=4, keys=("image",))
