@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from otcxr_jax.data import augment
 from otcxr_jax.models import OTCXRModel
@@ -25,14 +26,26 @@ class PairExamples:
 def pair_examples(model: OTCXRModel, images_uint8: np.ndarray, *, aug: augment.AugmentConfig,
                   objective: otcxr_objective.OTCXRObjectiveConfig, seed: int = 0
                   ) -> PairExamples:
-  """Two augmented views of each image, their transport plan and CV-SIM attention maps."""
+  """Two augmented views of each image, their transport plan and CV-SIM attention maps.
+
+  The training loss itself (``methods.otcxr.pretraining_loss``), jitted: one compiled program
+  instead of hundreds of eagerly dispatched operations.
+  """
   from otcxr_jax.methods.otcxr import pretraining_loss  # the training loss, reused as is
   model.eval()
+  graphdef, state = nnx.split(model)
+  objective = dataclasses.asdict(objective)
+  with_attention = model.cvsim is not None
+
+  @jax.jit
+  def run(state, images, key):
+    _, aux, views, out = pretraining_loss(nnx.merge(graphdef, state, copy=True), images, key, aug,
+                                          objective, return_attention=with_attention)
+    return aux[otcxr_objective.PLAN_KEY], views.view_s, views.view_t, out.attention_s, out
+
   images = jnp.asarray(images_uint8, jnp.float32) / 255.0
-  _, aux, views, out = pretraining_loss(model, images, jax.random.key(seed), aug,
-                                        dataclasses.asdict(objective),
-                                        return_attention=model.cvsim is not None)
-  attention = (np.asarray(out.attention_s) if out.attention_s is not None else None)
-  return PairExamples(views_s=np.asarray(views.view_s), views_t=np.asarray(views.view_t),
-                      plans=np.asarray(aux[otcxr_objective.PLAN_KEY]), attention_s=attention,
+  plans, view_s, view_t, attention, out = run(state, images, jax.random.key(seed))
+  return PairExamples(views_s=np.asarray(view_s), views_t=np.asarray(view_t),
+                      plans=np.asarray(plans),
+                      attention_s=None if attention is None else np.asarray(attention),
                       grid=tuple(out.grid))
