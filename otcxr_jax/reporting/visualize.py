@@ -41,11 +41,10 @@ def pair_examples(model: OTCXRModel, images_uint8: np.ndarray, *, aug: augment.A
   def run(state, images, key):
     _, aux, views, out = pretraining_loss(nnx.merge(graphdef, state, copy=True), images, key, aug,
                                           objective, return_attention=with_attention)
-    return aux[otcxr_objective.PLAN_KEY], views.view_s, views.view_t, out.attention_s, out
+    return aux[otcxr_objective.PLAN_KEY], views, out
 
   images = jnp.asarray(images_uint8, jnp.float32) / 255.0
-  plans, view_s, view_t, attention, out = run(state, images, jax.random.key(seed))
-  return PairExamples(views_s=np.asarray(view_s), views_t=np.asarray(view_t),
-                      plans=np.asarray(plans),
-                      attention_s=None if attention is None else np.asarray(attention),
-                      grid=tuple(out.grid))
+  plans, views, out = run(state, images, jax.random.key(seed))
+  attention = None if out.attention_s is None else np.asarray(out.attention_s)
+  return PairExamples(views_s=np.asarray(views.view_s), views_t=np.asarray(views.view_t),
+                      plans=np.asarray(plans), attention_s=attention, grid=tuple(out.grid))
