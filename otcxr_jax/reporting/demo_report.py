@@ -20,6 +20,26 @@ def _fmt(x) -> str:
   return "undefined" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.3f}"
 
 
+def _listed(names: Sequence[str], summary: Mapping, conjunction: str) -> str:
+  """Names with their test mean AUC: 'a (0.700)', 'a (0.700) and b (0.650)', 'a (…), b (…) and
+  c (…)', with ``conjunction`` in place of 'and'."""
+  items = [f"{k} ({summary[k]['test_mean_auc']:.3f})" for k in names]
+  return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {conjunction} " + items[-1]
+
+
+def _beats(summary: Mapping, beaten: Sequence[str], floors: Sequence[str]) -> str:
+  """The verdict's predicate: which floors OTCXR beats and which it does not."""
+  others = [k for k in floors if k not in beaten]
+  if not others:
+    return "beats " + _listed(beaten, summary, "and")
+  if not beaten:
+    if len(others) == 1:
+      return "does not beat " + _listed(others, summary, "or")
+    return ("beats neither " + _listed(others, summary, "nor") if len(others) == 2 else
+            "beats none of " + _listed(others, summary, "and"))
+  return f"beats {_listed(beaten, summary, 'and')}, but not {_listed(others, summary, 'or')}"
+
+
 def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
   """The demo's verdict (separated 95% intervals), its paired-difference rows and its
   feature-spread rows."""
@@ -33,11 +53,7 @@ def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
 
   beaten = [k for k in floors if separated(k)]
   verdict = (f"OTCXR's test mean AUC is {ours:.3f} [{ours_ci[0]:.3f}, {ours_ci[1]:.3f}]. "
-             "With non-overlapping 95% intervals it beats " +
-             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})" for k in beaten) or "none")
-             + "; it does not beat " +
-             (", ".join(f"{k} ({summary[k]['test_mean_auc']:.3f})"
-                        for k in floors if k not in beaten) or "none") + " that way.")
+             f"With non-overlapping 95% intervals it {_beats(summary, beaten, floors)}.")
   comparison_rows = []
   for k in floors:
     delta = summary[k].get("otcxr_minus_this")
@@ -74,10 +90,12 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
                     f"heads):\n\n![CV-SIM attention]({fig_dir.name}/{att})")
 
   summary = result["probes"]
+  best = max(s["test_mean_auc"] for s in summary.values())
   rows = []
   for name, s in summary.items():
     lo, hi = s["test_mean_auc_ci95"]
-    rows.append([name, f"**{s['test_mean_auc']:.3f}**", f"[{lo:.3f}, {hi:.3f}]",
+    auc = f"{s['test_mean_auc']:.3f}"
+    rows.append([name, f"**{auc}**" if s["test_mean_auc"] == best else auc, f"[{lo:.3f}, {hi:.3f}]",
                  f"{s['val_mean_auc']:.3f}", f"{s['weight_decay']:g}"])
   per_class_rows = [[c] + [_fmt(summary[n]["test_per_class"][c]) for n in summary]
                     for c in class_names]
@@ -102,7 +120,7 @@ probes on frozen {readout}. **{verdict}**
 The floors: {floors_md}, and raw pixels downsampled to
 {config.probe.pixel_floor_size}x{config.probe.pixel_floor_size}.
 
-## Linear probe, test split (evaluated once; weight decay chosen on validation)
+## Linear probe, test split (evaluated once; weight decay chosen on validation; the highest in bold)
 
 {markdown_table(["features", "test mean AUC", "95% CI (bootstrap)", "validation mean AUC",
                  "weight decay"], rows)}

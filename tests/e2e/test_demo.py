@@ -39,5 +39,14 @@ def test_demo_writes_comparisons_and_diagnostics(tmp_path):
     assert s["pooled_std_over_mean"] >= 0
   report = (workdir / "report.md").read_text()
   assert "OTCXR minus floor" in report and "position share" in report
-  assert "With non-overlapping 95% intervals it beats" in report
+  assert "With non-overlapping 95% intervals it " in report
+  # the probe table: one row per probe, the highest test mean AUC alone in bold
+  rows = [line.split("|")[1:-1] for line in report.split("## Linear probe")[1].splitlines()
+          if line.startswith("| ") and "95% CI" not in line][:3]
+  cells = {name.strip(): auc.strip() for name, auc, *_ in rows}
+  assert set(cells) == set(saved["probes"])
+  best = max(p["test_mean_auc"] for p in saved["probes"].values())
+  for name, cell in cells.items():
+    auc = saved["probes"][name]["test_mean_auc"]
+    assert cell == (f"**{auc:.3f}**" if auc == best else f"{auc:.3f}"), (name, cell)
   assert result["probes"] == saved["probes"]

@@ -1,0 +1,37 @@
+"""The demo report's verdict and probe table, from hand-made probe summaries."""
+
+import pytest
+
+from otcxr_jax.reporting import demo_report
+
+
+def _summary(ours, **floors):
+  """{name: (test mean AUC, 95% interval)} as the demo's ``result['probes']``."""
+  probes = {"OTCXR": ours, **{k.replace("_", " "): v for k, v in floors.items()}}
+  return {"probes": {k: {"test_mean_auc": auc, "test_mean_auc_ci95": ci}
+                     for k, (auc, ci) in probes.items()}}
+
+
+@pytest.mark.parametrize("ours, expected", [
+    ((0.80, (0.79, 0.81)), "it beats random init (0.700) and raw pixels (0.750)."),
+    ((0.76, (0.745, 0.775)), "it beats random init (0.700), but not raw pixels (0.750)."),
+    ((0.70, (0.68, 0.72)), "it beats neither random init (0.700) nor raw pixels (0.750)."),
+])
+def test_verdict_names_each_floor_once_as_beaten_or_not(ours, expected):
+  result = _summary(ours, random_init=(0.70, (0.69, 0.71)), raw_pixels=(0.75, (0.74, 0.76)))
+  verdict, _, _ = demo_report._demo_comparisons(result)
+  assert verdict == (f"OTCXR's test mean AUC is {ours[0]:.3f} [{ours[1][0]:.3f}, "
+                     f"{ours[1][1]:.3f}]. With non-overlapping 95% intervals {expected}")
+
+
+def test_verdict_with_one_or_three_floors():
+  one = _summary((0.70, (0.68, 0.72)), raw_pixels=(0.75, (0.74, 0.76)))
+  assert demo_report._demo_comparisons(one)[0].endswith(
+      "it does not beat raw pixels (0.750).")
+  three = _summary((0.60, (0.58, 0.62)), a=(0.7, (0.69, 0.71)), b=(0.65, (0.64, 0.66)),
+                   c=(0.61, (0.60, 0.62)))
+  assert demo_report._demo_comparisons(three)[0].endswith(
+      "it beats none of a (0.700), b (0.650) and c (0.610).")
+  # touching intervals are not separated
+  touching = _summary((0.70, (0.66, 0.72)), c=(0.61, (0.60, 0.66)))
+  assert demo_report._demo_comparisons(touching)[0].endswith("it does not beat c (0.610).")
