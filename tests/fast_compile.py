@@ -1,4 +1,4 @@
-"""XLA:CPU flags under which the tests compile quickly.
+"""XLA:CPU flags under which the tests compile quickly, and an environment without them.
 
 The tests' programs are tiny and most are compiled once or twice, so compiling dominates the
 suite's time. At LLVM's optimisation level 0 and with XLA:CPU's classic (not fusion-emitter) code
@@ -54,3 +54,11 @@ def cache_slow_programs_only() -> None:
   import jax  # pylint: disable=g-import-not-at-top
 
   jax.config.update("jax_persistent_cache_min_compile_time_secs", TEST_PROCESS_MIN_COMPILE_SECONDS)
+
+
+def default_codegen_environ() -> dict[str, str]:
+  """A copy of ``os.environ`` whose ``XLA_FLAGS`` leave `FLAGS` at XLA's defaults, for a
+  subprocess that must compile as a run does."""
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if f.lstrip("-").split("=")[0] not in FLAGS]
+  return {**os.environ, "XLA_FLAGS": " ".join(kept)}
