@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from otcxr_jax import config_lib, errors
+from otcxr_jax.data import build_lock
 from tfds_builders.cxr_base import BuildReport, CxrBuilder, manual_dir as manual_dir_lib
 
 REAL_DATASETS = ("nih_chest_xray14", "vinbig_cxr", "rsna_pneumonia", "siim_acr_pneumothorax")
@@ -77,13 +78,20 @@ def build_dataset(name: str, *, config: str, data_dir: str, manual_dir: str | No
         f"config.data.manual_dir is not set: pass --config.data.manual_dir=/path/to/the/{name} "
         f"download. What to download and where its files go: {manual_dir_lib.DOCS}, section "
         f"`{name}`.")
-  builder = cls(config=cls.config_for(config), data_dir=os.path.expanduser(data_dir),
-                **builder_kwargs)
+  def make_builder():
+    return cls(config=cls.config_for(config), data_dir=os.path.expanduser(data_dir),
+               **builder_kwargs)
+
+  builder = make_builder()
   if not builder.data_path.exists():  # before TFDS announces a build that cannot start
     manual_dir_lib.check_manual_dir(manual_dir, dataset=name,
                                     instructions=cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.expanduser(manual_dir)))
+    # One build at a time: a second run waits for the first, then finds the dataset built.
+    with build_lock.build_lock(os.path.dirname(builder.data_dir),
+                               label=f"{name}/{builder.builder_config.name}"):
+      builder = make_builder()
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          manual_dir=os.path.expanduser(manual_dir)))
   return BuildReport.read(builder.data_path)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 
+from otcxr_jax.data import build_lock
 from otcxr_jax.training.distributed import print0
 
 
@@ -71,6 +72,17 @@ def ensure_built(name: str, *, data_dir: str | os.PathLike,
   if builder.is_prepared():
     print0(f"{label}: found in {builder.data_dir}")
     return builder
+  # Another process may be preparing it: one build at a time (build_lock), then look again.
+  with build_lock.build_lock(os.path.dirname(builder.data_dir), label=label, say=print0):
+    builder = _builder(name, data_dir=data_dir, config=config, builder_kwargs=builder_kwargs)
+    if builder.is_prepared():
+      print0(f"{label}: found in {builder.data_dir} (prepared meanwhile by another process)")
+      return builder
+    return _prepare(builder, label, manual_dir)
+
+
+def _prepare(builder: tfds.core.DatasetBuilder, label: str,
+             manual_dir: str | os.PathLike | None) -> tfds.core.DatasetBuilder:
   print0(f"{label}: preparing in {builder.data_dir} ...")
   start = time.monotonic()
   download_config = None
