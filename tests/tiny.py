@@ -11,11 +11,11 @@ def tiny_config(data_dir, *, mode: str = "pretrain"):
   c.data.image_size = 32
   c.data.synthetic_patients = 16
   c.model.width = 0.125
-  # The small stem of stride 1 and four stages: a 4x4 map at 32x32 for the tiny tests, whatever
-  # network the demo uses.
+  # The small stem of stride 2 and three stages: a 4x4 map at 32x32 for the tiny tests, whatever
+  # network the demo uses, and a segmentation decoder of three levels.
   c.model.stem = "small"
-  c.model.stem_stride = 1
-  c.model.num_stages = 4
+  c.model.stem_stride = 2
+  c.model.num_stages = 3
   c.model.projector_hidden = 32
   c.model.projector_dim = 16
   c.model.cvsim_heads = 2

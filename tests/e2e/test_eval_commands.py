@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.data.synthetic_patients=16", "--config.model.width=0.125",
         # Two stages: the smallest network whose segmentation decoder has a level (stride 1); the
-        # five commands take about 3/4 of the CPU time of the four-stage tiny network.
+        # five commands take about 3/4 of the CPU time of a four-stage tiny network.
         "--config.model.stem=small", "--config.model.stem_stride=1", "--config.model.num_stages=2",
         "--config.model.projector_hidden=32",
         "--config.model.projector_dim=16", "--config.model.cvsim_heads=2",

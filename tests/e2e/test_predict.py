@@ -237,8 +237,10 @@ def test_batches_keep_the_order_and_the_numbers(run, tmp_path, monkeypatch):
   batched = predict.predict(root / "finetune", inputs, out=tmp_path / "batched",
                             on_error=lambda *args: failed.append(args[:2]))
   assert [p["file"] for p in batched["predictions"]] == [str(f) for f in files]
+  # Batches of 2 and of 5 round differently in float32 (up to 3e-6 here); a row scored out of
+  # order would differ by tenths.
   for a, b in zip(batched["predictions"], whole["predictions"]):
-    assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    assert a["probabilities"] == pytest.approx(b["probabilities"], abs=2e-5)
   assert [pathlib.Path(p["heatmap"]).name for p in batched["predictions"]] == [
       "a_heatmap.png", "f1_heatmap.png", "f2_heatmap.png", "a_2_heatmap.png", "f4_heatmap.png"]
   assert len(failed) == 1 and failed[0][0] == str(bad)

@@ -28,7 +28,7 @@ def _segment_config(data_dir, *, init="random", checkpoint_dir=""):
   s.eval_every = 1
   s.patience = 0
   s.warmup_steps = 1
-  s.decoder_channels = (16, 8, 8)   # tiny encoder: small stem of stride 1, levels 4, 2, 1
+  s.decoder_channels = (16, 8, 8)   # tiny encoder (tests/tiny.py): levels 4, 2, 1
   return c
 
 
