@@ -25,7 +25,8 @@ LOCK_FILE = ".build.lock"
 
 
 def is_remote(directory: str | os.PathLike) -> bool:
-  """Whether ``directory`` names a remote location (``gs://``, any ``scheme://``)."""
+  """Whether ``directory`` names a remote location (``gs://``, any ``scheme://``): the test of
+  ``training.checkpoint.is_remote``, kept here so that reading data never imports orbax."""
   return "://" in os.fspath(directory)
 
 
