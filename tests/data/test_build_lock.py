@@ -27,7 +27,10 @@ def test_a_second_holder_waits_for_the_first_and_is_told_whom(tmp_path):
     assert f"pid {os.getpid()}" in (tmp_path / "cfg" / build_lock.LOCK_FILE).read_text()
     thread = threading.Thread(target=second)
     thread.start()
-    assert not acquired.wait(0.5)  # held: the second waits
+    deadline = time.monotonic() + 30
+    while not said and time.monotonic() < deadline:  # the second is told, then waits
+      time.sleep(0.01)
+    assert not acquired.wait(0.3)  # held: the second waits
     assert len(said) == 1 and said[0].startswith(f"ds/cfg: host ")
     assert f"pid {os.getpid()}" in said[0] and "waiting" in said[0]
   assert acquired.wait(10)
@@ -35,7 +38,8 @@ def test_a_second_holder_waits_for_the_first_and_is_told_whom(tmp_path):
   assert "ended after" in said[1]
 
 
-def test_the_lock_of_a_remote_directory_is_not_taken(tmp_path):
+def test_the_lock_of_a_remote_directory_is_not_taken(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # a remote path taken for a local one would be made here ('gs:/')
   with build_lock.build_lock("gs://bucket/tfds/ds/cfg", label="ds/cfg", say=pytest.fail):
     pass
   assert not any(tmp_path.iterdir())
