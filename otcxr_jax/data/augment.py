@@ -5,6 +5,9 @@ a per-example key (`example_keys`), so a view depends only on (key, image), neve
 or on how the batch is sharded over devices. `two_views` makes the source and target views of a
 self-supervised step; `center_view` is the deterministic evaluation view; `positions_in_source`
 locates a view's dense-grid cells in the source image to match positions between views.
+`augment`, `two_views` and `center_view` are jitted themselves (configurations and sizes static),
+so a caller outside a jitted step (evaluation, visualisation, prediction) runs one compiled
+program instead of dispatching each vmapped primitive eagerly; inside a jitted step they inline.
 
 Conventions
 -----------
@@ -402,6 +405,7 @@ def example_keys(key: jax.Array, batch_size: int) -> jax.Array:
   return key
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def augment(key: jax.Array, images: jax.Array, cfg: AugmentConfig) -> View:
   """One augmented view of each image; see `example_keys` for ``key``."""
   _check_images(images)
@@ -409,6 +413,7 @@ def augment(key: jax.Array, images: jax.Array, cfg: AugmentConfig) -> View:
   return jax.vmap(functools.partial(_augment_one, cfg=cfg))(keys, images)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg_s", "cfg_t"))
 def two_views(key: jax.Array, images: jax.Array, cfg_s: AugmentConfig,
               cfg_t: AugmentConfig | None = None) -> Views:
   """Two independent augmented views (source and target) of each image.
@@ -431,6 +436,7 @@ def two_views(key: jax.Array, images: jax.Array, cfg_s: AugmentConfig,
                angle_t=t.angle, flip_s=s.flip, flip_t=t.flip)
 
 
+@functools.partial(jax.jit, static_argnames=("out_size", "crop_fraction"))
 def center_view(images: jax.Array, out_size: int, *, crop_fraction: float = 1.0) -> jax.Array:
   """Deterministic evaluation view: the centred box covering ``crop_fraction`` of each side.
 
