@@ -244,8 +244,8 @@ def test_sharded_batch_gives_the_unsharded_result():
   assert mesh.devices.size == 4
   images, key = _images(), jax.random.key(8)
   batch = NamedSharding(mesh, P("data"))
-  got = augment.two_views(jax.device_put(key, NamedSharding(mesh, P())), jax.device_put(images, batch),
-                   DEFAULT)
+  got = augment.two_views(jax.device_put(key, NamedSharding(mesh, P())),
+                          jax.device_put(images, batch), DEFAULT)
   assert got.view_s.sharding.is_equivalent_to(batch, 4)
   jax.tree.map(_close, got, augment.two_views(key, images, DEFAULT))  # unsharded
 
