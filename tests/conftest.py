@@ -7,13 +7,12 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from tests import fast_compile  # noqa: E402
 
 fast_compile.add_to_environ()  # XLA:CPU compiles the tests' programs quickly (see there)
-fast_compile.share_compiled_programs()  # one persistent cache for the whole run (see there)
+fast_compile.share_compiled_programs()  # one compilation cache, kept between runs (see there)
 
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
-fast_compile.cache_slow_programs_only()
 
 
 import pytest  # noqa: E402

@@ -24,36 +24,64 @@ def add_to_environ() -> None:
   os.environ["XLA_FLAGS"] = " ".join([given, *added]).strip()
 
 
-#: The commands the tests start cache every program, however quickly it compiles: a command's
-#: start (a model's initialisation alone is dozens of tiny programs) costs 2-3 s less when they are
-#: read back.
-COMMAND_MIN_COMPILE_SECONDS = "0"
-#: The test processes themselves compile thousands of tiny programs once each; writing every one
-#: to disk costs more than it saves, so they cache only the slower ones.
-TEST_PROCESS_MIN_COMPILE_SECONDS = 0.2
+#: Where the tests keep compiled programs between runs, unless ``JAX_COMPILATION_CACHE_DIR`` is
+#: set: the XLA:CPU programs of the tests and of the commands they start, keyed by JAX on the
+#: program, the jaxlib version and the XLA flags, so an entry is reused only for the same program.
+#: A run after an edit recompiles what the edit changed.
+CACHE_ENV = "OTCXR_TESTS_XLA_CACHE"
+#: Oldest entries are removed at the start of a run until the folder is under this size.
+CACHE_MAX_BYTES = 1 << 30
+
+
+def default_cache_dir() -> str:
+  """``$OTCXR_TESTS_XLA_CACHE``, else ``$XDG_CACHE_HOME/otcxr-jax/tests-xla`` (``~/.cache``)."""
+  if os.environ.get(CACHE_ENV):
+    return os.environ[CACHE_ENV]
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "otcxr-jax", "tests-xla")
+
+
+def prune(directory: str, max_bytes: int = CACHE_MAX_BYTES) -> int:
+  """Removes the least recently written files of ``directory`` until it holds at most
+  ``max_bytes``; returns how many were removed."""
+  try:
+    entries = [e for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+  except FileNotFoundError:
+    return 0
+  stats = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in entries), reverse=True)
+  total, removed = 0, 0
+  for _, size, path in stats:  # newest first: keep while under the limit
+    total += size
+    if total > max_bytes:
+      try:
+        os.remove(path)
+        removed += 1
+      except FileNotFoundError:
+        pass
+  return removed
 
 
 def share_compiled_programs() -> None:
   """Points JAX's persistent compilation cache of this process, and of every process it starts
-  (pytest-xdist's workers, the commands the end-to-end tests run), at one folder for the whole
-  test run, removed when the process that made it exits.
+  (pytest-xdist's workers, the commands the end-to-end tests run), at one folder kept between
+  runs (`default_cache_dir`, pruned to `CACHE_MAX_BYTES`).
 
-  Most end-to-end tests run the same tiny configuration's train and scoring steps, in the test
-  processes and in the commands they start: each program is then compiled once per run instead
-  of once per process. A cache folder or threshold already in the environment is kept."""
+  Most tests run the same tiny configurations' programs, in the test processes and in the
+  commands they start: each program is then compiled once, not once per process and run. A
+  folder already in ``JAX_COMPILATION_CACHE_DIR`` is used as given (an empty temporary folder
+  gives a cold run: ``JAX_COMPILATION_CACHE_DIR=$(mktemp -d)``)."""
   if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    directory = tempfile.mkdtemp(prefix="otcxr_tests_jax_cache_")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    directory = default_cache_dir()
+    try:
+      os.makedirs(directory, exist_ok=True)
+      prune(directory)
+    except OSError:  # no writable cache folder: one for this run only
+      directory = tempfile.mkdtemp(prefix="otcxr_tests_jax_cache_")
+      atexit.register(shutil.rmtree, directory, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = directory
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", COMMAND_MIN_COMPILE_SECONDS)
-
-
-def cache_slow_programs_only() -> None:
-  """This process (a test process, JAX imported) writes only programs that took
-  `TEST_PROCESS_MIN_COMPILE_SECONDS` or more to the shared cache; it reads every entry."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", TEST_PROCESS_MIN_COMPILE_SECONDS)
+  # Every program, however quickly it compiles: a command's start (a model's initialisation
+  # alone is dozens of tiny programs) costs 2-3 s less when they are read back.
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def default_codegen_environ() -> dict[str, str]:

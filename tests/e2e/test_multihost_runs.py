@@ -85,7 +85,10 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   # reference's on an AMD EPYC (on an Intel Xeon 1e-5), while one process of 4 devices, resumed
   # or not, repeats itself to the bit (at XLA's defaults the two agree within the 1e-4 below).
   environ = fast_compile.default_codegen_environ()
-  procs = _start_workers("worker", data_dir, multi_dir, tmp_path / "jax_cache", environ=environ)
+  # The tests' compilation cache (tests/fast_compile.py): the resumed run compiles nothing again,
+  # and a later test run nothing at all. XLA's flags are part of each entry's key.
+  procs = _start_workers("worker", data_dir, multi_dir, os.environ["JAX_COMPILATION_CACHE_DIR"],
+                         environ=environ)
   # The reference: 1 process x 4 devices, no interruption.
   procs += _start_workers("single_worker", data_dir, single_dir, processes=1, environ=environ)
   outputs = _wait(procs)
