@@ -45,10 +45,10 @@ def prune(directory: str, max_bytes: int = CACHE_MAX_BYTES) -> int:
   """Removes the least recently written files of ``directory`` until it holds at most
   ``max_bytes``; returns how many were removed."""
   try:
-    entries = [e for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
+    stats = [(e.stat(), e.path) for e in os.scandir(directory) if e.is_file(follow_symlinks=False)]
   except FileNotFoundError:
     return 0
-  stats = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in entries), reverse=True)
+  stats = sorted(((st.st_mtime, st.st_size, path) for st, path in stats), reverse=True)
   total, removed = 0, 0
   for _, size, path in stats:  # newest first: keep while under the limit
     total += size
