@@ -17,7 +17,7 @@ from otcxr_jax.evaluation import diagnostics, features
 from otcxr_jax.models import factory
 from otcxr_jax.modes import pretrain, segment
 from otcxr_jax.training import checkpoint as ckpt_lib
-from otcxr_jax.training import distributed, sharding
+from otcxr_jax.training import distributed, loop, sharding
 from tests.tiny import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,11 +60,24 @@ def worker(data_dir: str, workdir: str, cache_dir: str) -> None:
   config.train.num_steps = 3  # the learning-rate schedule spans 3 steps in both runs
   assert distributed.initialize(config)
   assert (jax.process_count(), jax.local_device_count(), jax.device_count()) == (2, 2, 4)
+  # JAX writes persistent-cache entries from process 0 only, and their keys differ between
+  # processes, so process 1 compiles every program itself, the train step at XLA's default code
+  # generation in about 12 s of CPU. The resumed run, built from the same config, reuses the
+  # first run's jitted step instead of tracing and compiling it again.
+  jit_train_step, steps = loop.jit_train_step, []
+
+  def jit_once(*args, **kwargs):
+    if not steps:
+      steps.append(jit_train_step(*args, **kwargs))
+    return steps[0]
+
+  loop.jit_train_step = jit_once
   full_run = pretrain.loop_config
   pretrain.loop_config = lambda c: dataclasses.replace(full_run(c), num_steps=2)
   pretrain.run(config, workdir)
   pretrain.loop_config = full_run
   pretrain.run(config, workdir)
+  assert len(steps) == 1
 
 
 def single_worker(data_dir: str, workdir: str) -> None:
@@ -148,7 +161,6 @@ def preempt_worker(workdir: str) -> None:
   import signal
   import optax
   from otcxr_jax.data import pipeline
-  from otcxr_jax.training import loop
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", 2)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
