@@ -47,6 +47,15 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, logs and reports (local path or gs://...).")
 
 
+#: Garbage-collection thresholds of a run (and of the test processes, tests/conftest.py). Tracing
+#: and lowering allocate many short-lived containers: at the interpreter's default (700, 10, 10) a
+#: short run (a test's, a small evaluation) spends about 15% of its CPU in full collections over
+#: the 300,000 long-lived objects of jax, flax and orbax; with the young generation collected a
+#: hundred times less often, under 5%. Training and evaluation loops allocate little, so longer
+#: runs are unaffected either way.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def default_workdir(config_path: str) -> str:
   """``workdirs/<config name>``, the config file's argument's values appended:
   ``configs/finetune.py:dataset=nih,fraction=1pct`` -> ``workdirs/finetune_nih_1pct`` (a bare
@@ -133,12 +142,7 @@ def run() -> None:
     sys.modules["__main__"].__doc__ = __doc__
     for flag in (_CONFIG.name, _WORKDIR.name):
       flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[flag])
-  # Tracing and lowering allocate many short-lived containers: at the interpreter's default
-  # thresholds (700, 10, 10) a short run (a test's, a small evaluation) spends about 15% of its
-  # CPU in full collections over the 300,000 long-lived objects of jax, flax and orbax; the
-  # young generation collected a hundred times less often, well under 5%. Training and
-  # evaluation loops allocate little, so longer runs are unaffected either way.
-  gc.set_threshold(50_000, 20, 20)
+  gc.set_threshold(*GC_THRESHOLDS)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -15,13 +15,12 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_platforms", "cpu")
 
-# Tracing JAX programs allocates many short-lived containers. At the interpreter's default
-# thresholds (700, 10, 10) each test process ran a full collection about every three seconds of
-# the fast selection, 0.3-0.4 s each over the 300,000 and more long-lived objects of jax, flax,
-# orbax and the rest: about 12 s of each process's 90 (measured with `gc.callbacks`). At 50,000
-# the young generation is collected a hundred times less often, and the full collections take
-# 1-4 s in all.
-gc.set_threshold(50_000, 20, 20)
+from otcxr_jax import main as otcxr_main  # noqa: E402
+
+# The runs' thresholds (see there). At the interpreter's default each test process ran a full
+# collection about every three seconds of the fast selection, 0.3-0.4 s each: about 12 s of each
+# process's 90 (measured with `gc.callbacks`); with these, 1-4 s in all.
+gc.set_threshold(*otcxr_main.GC_THRESHOLDS)
 
 
 import pytest  # noqa: E402
