@@ -44,6 +44,30 @@ def _config(data_dir):
   return c
 
 
+def _cache_from_every_process() -> None:
+  """Lets this process write its compiled programs to JAX's persistent cache, as process 0 does.
+
+  JAX writes cache entries from process 0 only (``jax._src.compiler._cache_write``: contention on
+  shared filesystems such as GCS), and a program's key differs between the processes of a run. So
+  process 1 of every multi-process run here compiled each of its programs itself, on every run of
+  the suite. Its entries have keys of their own and the folder is local, so process 1 writes them
+  too. Test-only, through JAX's private modules; without them nothing changes.
+  """
+  try:
+    from jax._src import compilation_cache, compiler  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return
+  put = getattr(compilation_cache, "put_executable_and_time", None)
+  if jax.process_index() == 0 or put is None or not hasattr(compiler, "_cache_write"):
+    return
+
+  def write(cache_key, compile_time_secs, module_name, backend, executable, host_callbacks):
+    if not host_callbacks:
+      put(cache_key, module_name, executable, backend, int(compile_time_secs))
+
+  compiler._cache_write = write  # pylint: disable=protected-access
+
+
 def worker(data_dir: str, workdir: str, cache_dir: str) -> None:
   """One process of the multi-process run: 2 CPU devices, coordinates from the environment.
 
@@ -60,10 +84,10 @@ def worker(data_dir: str, workdir: str, cache_dir: str) -> None:
   config.train.num_steps = 3  # the learning-rate schedule spans 3 steps in both runs
   assert distributed.initialize(config)
   assert (jax.process_count(), jax.local_device_count(), jax.device_count()) == (2, 2, 4)
-  # JAX writes persistent-cache entries from process 0 only, and their keys differ between
-  # processes, so process 1 compiles every program itself, the train step at XLA's default code
-  # generation in about 12 s of CPU. The resumed run, built from the same config, reuses the
-  # first run's jitted step instead of tracing and compiling it again.
+  _cache_from_every_process()
+  # The resumed run, built from the same config, reuses the first run's jitted step instead of
+  # tracing and lowering it again (and, in process 1 of a run whose cache holds nothing yet,
+  # compiling it at XLA's default code generation, about 12 s of CPU).
   jit_train_step, steps, calls = loop.jit_train_step, [], []
 
   def jit_once(*args, **kwargs):
@@ -139,6 +163,7 @@ def features_worker(data_dir: str, out_dir: str) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   config = tiny_config(data_dir, mode="segment")
   assert distributed.initialize(config)
+  _cache_from_every_process()
   builds = []
   ensure_built = tfds_source.ensure_built
 
@@ -166,6 +191,7 @@ def preempt_worker(workdir: str) -> None:
   jax.config.update("jax_num_cpu_devices", 2)
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   assert distributed.initialize(tiny_config(workdir))
+  _cache_from_every_process()
   rows = np.random.RandomState(0).randn(16, 3).astype(np.float32)
   source = [{"x": r, "id": str(i)} for i, r in enumerate(rows)]
   batches = pipeline.train_iterator(source, global_batch_size=8, seed=0,
