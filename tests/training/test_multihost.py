@@ -3,6 +3,7 @@ coordinates; read-back to the host; console lines; paths."""
 
 import dataclasses
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +63,13 @@ def _cache_from_every_process() -> None:
     return
 
   def write(cache_key, compile_time_secs, module_name, backend, executable, host_callbacks):
-    if not host_callbacks:
+    if host_callbacks:
+      return
+    try:
       put(cache_key, module_name, executable, backend, int(compile_time_secs))
+    except Exception as e:  # pylint: disable=broad-except
+      # As JAX does: a cache that cannot be written costs time, never the run.
+      warnings.warn(f"Error writing persistent compilation cache entry for {module_name!r}: {e}")
 
   compiler._cache_write = write  # pylint: disable=protected-access
 
