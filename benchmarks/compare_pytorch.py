@@ -14,7 +14,7 @@ Settings (``--setting``, comma-separated):
 
 | setting | model | images | batch |
 | --- | --- | --- | --- |
-| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.5, ImageNet stem, 3 stages, GroupNorm, 4x4 map | 64² | 128 |
+| ``demo`` | ``configs/demo.py``: ResNet-18 width 0.5, ImageNet stem, 3 stages, GroupNorm, 4x4 map; the paper's objective (without the demo's image-level term) | 64² | 128 |
 | ``resnet18_224`` | ResNet-18, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 | ``resnet50_224`` | ResNet-50, ImageNet stem, BatchNorm, 7x7 map, projector 2048/512 | 224² | 32 |
 
@@ -222,6 +222,9 @@ def make_config(setting: str, precision: str = "float32", *, batch: int | None =
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config()
+    # The paper's objective: the demo's image-level BYOL term (an EMA teacher) is not ported.
+    c.objective.global_weight = 0.0
+    c.objective.teacher_tau = 0.0
   elif setting in ("resnet18_224", "resnet50_224"):
     c = config_lib.base_config()
     c.model.encoder = setting.split("_")[0]

@@ -21,8 +21,9 @@ directly (:func:`load_jax_weights`):
   (``grad_mode='fixed'``), ``L_OT = <P, C>``, and the VICReg variance and covariance terms over
   batch x positions (unbiased).
 
-Only ``grad_mode='fixed'``, ``alignment='ot'``, ``varcov_per_position=False`` and
-``global_weight=0`` are ported: the settings of every config the comparison uses.
+Only ``grad_mode='fixed'``, ``alignment='ot'``, ``varcov_per_position=False``,
+``global_weight=0`` and ``teacher_tau=0`` are ported: the settings of every config the comparison
+uses.
 """
 
 from __future__ import annotations
@@ -300,7 +301,8 @@ def otcxr_loss(q_s: torch.Tensor, q_t: torch.Tensor, objective: Mapping[str, Any
                location: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
   """``otcxr_jax.objectives.otcxr.otcxr_loss`` (supported settings: module docstring)."""
   if objective["grad_mode"] != "fixed" or objective["alignment"] != "ot" or objective["cost"] \
-      != "cosine" or objective["varcov_per_position"] or objective["global_weight"]:
+      != "cosine" or objective["varcov_per_position"] or objective["global_weight"] \
+      or objective.get("teacher_tau"):
     raise NotImplementedError(f"objective not ported: {dict(objective)}")
   with torch.autocast(q_s.device.type, enabled=False):
     q_s, q_t = q_s.float(), q_t.float()

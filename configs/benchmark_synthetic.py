@@ -7,7 +7,9 @@ r"""The synthetic benchmark: every pretraining method and OTCXR ablation at one 
 configs/benchmark_synthetic.py:gpu`` is the full-width encoder at about 20 epochs for one GPU; any
 field can be overridden with ``--config.FIELD=VALUE``; see benchmarks/README.md for the runtime.)
 
-Shared by every run: the demo's model and training (``configs/demo.py``: a half-width
+Shared by every run: the demo's model and training (``configs/demo.py``, with the paper's objective
+and the pooled probe: without the demo's image-level term, which rows ``otcxr_image_byol`` and
+``image_byol_only`` add, and its map readout: a half-width
 GroupNorm ResNet-18 with the ImageNet stem and three stages, the demo's augmentations, projector sizes
 512 -> 128, AdamW, cosine decay) on ``synthetic_cxr/128`` images of a cohort of
 ``SYNTHETIC_PATIENTS`` patients, at a smaller budget than the demo's: 200 steps of batch 64 (peak
@@ -77,6 +79,10 @@ otcxr_grad_unrolled   gradient through the unrolled Sinkhorn iterations
                       plan held fixed)
 otcxr_grad_implicit   implicit differentiation of the Sinkhorn fixed point
                       (``objective.grad_mode='implicit'``)
+otcxr_image_byol      the demo's objective: an image-level BYOL term beside the dense terms
+                      (``objective.global_weight=50``, ``objective.teacher_tau=0.996``)
+image_byol_only       that term alone (``objective.alpha = beta = eta = 0``): what the dense
+                      terms add to it
 ====================  =========================================================================
 
 Reference rows (``benchmark.references``): ``random_init``, every evaluation of the encoder at
@@ -107,11 +113,18 @@ COMPONENT_ABLATIONS = ("otcxr_location_mse", "otcxr_no_cvsim", "otcxr_no_varianc
 #: The transport solver's settings (not run by default: add them to ``benchmark.runs``).
 SOLVER_ABLATIONS = ("otcxr_epsilon_0p02", "otcxr_epsilon_0p2", "otcxr_iters_10",
                     "otcxr_iters_100", "otcxr_grad_unrolled", "otcxr_grad_implicit")
-ABLATION_RUNS = COMPONENT_ABLATIONS + SOLVER_ABLATIONS
+#: The demo's image-level BYOL term (not in the paper), with and without the dense terms (not run
+#: by default: add them to ``benchmark.runs``).
+IMAGE_LEVEL_RUNS = ("otcxr_image_byol", "image_byol_only")
+ABLATION_RUNS = COMPONENT_ABLATIONS + SOLVER_ABLATIONS + IMAGE_LEVEL_RUNS
 #: Rows of the transfer evaluations by default.
 TRANSFER_ROWS = ("otcxr", "vicreg", "random_init")
 #: Patients of the benchmark's cohort: a test split of about 2,500 images (module docstring).
 SYNTHETIC_PATIENTS = 10000
+
+
+#: The demo's image-level term (configs/demo.py).
+IMAGE_BYOL = {k: demo.get_config().objective[k] for k in ("global_weight", "teacher_tau")}
 
 
 def runs() -> dict:
@@ -128,6 +141,8 @@ def runs() -> dict:
       otcxr_iters_100={"objective": {"num_iters": 100}},
       otcxr_grad_unrolled={"objective": {"grad_mode": "unrolled"}},
       otcxr_grad_implicit={"objective": {"grad_mode": "implicit"}},
+      otcxr_image_byol={"objective": dict(IMAGE_BYOL)},
+      image_byol_only={"objective": {**IMAGE_BYOL, "alpha": 0.0, "beta": 0.0, "eta": 0.0}},
   )
   return runs
 
@@ -144,6 +159,10 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
                      "or none.")
   c = demo.get_config()
   c.mode = "pretrain"
+  # The paper's objective and the pooled probe (module docstring).
+  c.objective.global_weight = 0.0
+  c.objective.teacher_tau = 0.0
+  c.probe.readout = "pooled"
   c.train.tensorboard = False  # the metric logs (<workdir>/metrics/*.jsonl) are kept
   c.data.config = "128"
   c.data.image_size = 128  # 8x8 dense map: the demo's ImageNet stem and three stages, stride 16

@@ -111,6 +111,8 @@ def _objective() -> dict:
       varcov_per_position=False,   # var/cov over the batch at each position, then averaged
       alignment="ot",              # 'ot', or ablation 'location_mse' (objectives/location_match.py)
       global_weight=0.0,           # γ of an image-level VICReg term on mean tokens (0: the paper)
+      teacher_tau=0.0,             # >0: the image-level term is BYOL's (predictor, EMA teacher
+                                   # whose decay starts here, cosine to 1); 0: VICReg's
   )
 
 

@@ -1,12 +1,14 @@
 """OTCXR, the paper's method: two augmented views of each image through the network
 (``models.OTCXRModel``: encoder -> dense projector -> CV-SIM, ``factory.otcxr_model``), then
 ``objectives/otcxr.otcxr_loss`` on the two views' dense tokens, with the crop geometry's location
-prior or location-matched MSE where ``config.objective`` asks for them. No EMA target.
+prior or location-matched MSE where ``config.objective`` asks for them. No EMA target, unless
+``objective.teacher_tau > 0`` asks for a teacher (not in the paper; ``objectives/otcxr.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ from otcxr_jax.data import augment
 from otcxr_jax.methods import common
 from otcxr_jax.methods import views as views_lib
 from otcxr_jax.models import factory
+from otcxr_jax.objectives import byol
 from otcxr_jax.objectives import otcxr as otcxr_objective
 
 
@@ -38,8 +41,11 @@ def pretraining_loss(model: models.OTCXRModel, images: jax.Array, rng: jax.Array
   location = (view_location_cost(views, out.grid)
               if objective["location_weight"] and not location_mse else None)
   positions = views_lib.view_positions(views, out.grid) if location_mse else None
+  teacher = {}
+  if out.p_s is not None:
+    teacher = dict(predictions=(out.p_s, out.p_t), targets=(out.z_s_target, out.z_t_target))
   loss, aux = otcxr_objective.otcxr_loss(out.q_s, out.q_t, location=location,
-                                         positions=positions, **objective)
+                                         positions=positions, **teacher, **objective)
   return loss, aux, views, out
 
 
@@ -56,4 +62,14 @@ def make_loss_fn(config: ml_collections.ConfigDict):
   return loss_fn
 
 
-METHOD = common.Method("otcxr", build_model=factory.otcxr_model, make_loss_fn=make_loss_fn)
+def target_decay(config: ml_collections.ConfigDict):
+  """The teacher's ``τ(k) = byol.byol_tau(k, train.num_steps, objective.teacher_tau)``, or None
+  without a teacher."""
+  tau = config.objective.teacher_tau
+  if not tau:
+    return None
+  return functools.partial(byol.byol_tau, total_steps=config.train.num_steps, base_tau=tau)
+
+
+METHOD = common.Method("otcxr", build_model=factory.otcxr_model, make_loss_fn=make_loss_fn,
+                       target_decay=target_decay)

@@ -62,7 +62,8 @@ def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs) -> Encoder:
 def otcxr_model(config: ml_collections.ConfigDict, encoder: Encoder,
                 rngs: nnx.Rngs) -> OTCXRModel:
   """OTCXR's network around ``encoder``: dense projector -> CV-SIM (unless ``model.cvsim`` is
-  off)."""
+  off); with ``objective.teacher_tau > 0`` also BYOL's image-level branch, its MLPs of the
+  projector's sizes, and the teacher (``models/otcxr.py``)."""
   m = config.model
   dtype = compute_dtype(config)
   projector = DenseProjector(dense_channels(encoder, m.dense_stage), m.projector_hidden,
@@ -70,7 +71,13 @@ def otcxr_model(config: ml_collections.ConfigDict, encoder: Encoder,
                              rngs=rngs)
   cvsim = (CVSIM(m.projector_dim, num_heads=m.cvsim_heads, mlp_ratio=m.cvsim_mlp_ratio,
                  dtype=dtype, rngs=rngs) if m.cvsim else None)
-  return OTCXRModel(encoder, projector, cvsim, dense_stage=m.dense_stage)
+  branch = {}
+  if config.objective.teacher_tau:
+    mlp = functools.partial(DenseProjector, hidden_dim=m.projector_hidden,
+                            out_dim=m.projector_dim, num_layers=m.projector_layers, dtype=dtype,
+                            rngs=rngs)
+    branch = dict(global_projector=mlp(encoder.num_features), predictor=mlp(m.projector_dim))
+  return OTCXRModel(encoder, projector, cvsim, dense_stage=m.dense_stage, **branch)
 
 
 def siamese_model(config: ml_collections.ConfigDict, encoder: Encoder, rngs: nnx.Rngs, *,

@@ -8,6 +8,11 @@ tokens then attend to the other's with one shared block:
 
 The objective (optimal transport between q_s' and q_t' plus variance/covariance terms) lives in
 ``otcxr_jax.objectives`` and is not part of the network.
+
+With a teacher (``objective.teacher_tau > 0``, not in the paper) the network also holds BYOL's
+image-level branch (Grill et al. 2020): the encoder's pooled features -> a global projector ->
+a predictor, and an EMA copy of the encoder and the global projector (``models/target.py``)
+that projects both views without gradient.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from flax import nnx, struct
 from otcxr_jax.models.common import Encoder, dense_channels
 from otcxr_jax.models.cvsim import CVSIM
 from otcxr_jax.models.heads import DenseProjector
+from otcxr_jax.models.target import EMATarget
 
 
 @struct.dataclass
@@ -33,6 +39,10 @@ class OTCXROutput:
     grid: ``(h, w)`` spatial layout of the tokens (static).
     attention_s: ``(B, heads, N, N)`` CV-SIM attention of s's tokens over t's, when asked.
     attention_t: ``(B, heads, N, N)`` CV-SIM attention of t's tokens over s's, when asked.
+    p_s: ``(B, D')`` the predictions of view s's pooled features (with a teacher).
+    p_t: ``(B, D')`` of view t.
+    z_s_target: ``(B, D')`` the teacher's projection of view s (with a teacher), no gradient.
+    z_t_target: ``(B, D')`` of view t.
   """
 
   q_s: jax.Array
@@ -42,6 +52,10 @@ class OTCXROutput:
   grid: tuple[int, int] = struct.field(pytree_node=False)
   attention_s: jax.Array | None = None
   attention_t: jax.Array | None = None
+  p_s: jax.Array | None = None
+  p_t: jax.Array | None = None
+  z_s_target: jax.Array | None = None
+  z_t_target: jax.Array | None = None
 
 
 class OTCXRModel(nnx.Module):
@@ -54,6 +68,8 @@ class OTCXRModel(nnx.Module):
       cvsim: CVSIM | None,
       *,
       dense_stage: str = "dense",
+      global_projector: DenseProjector | None = None,
+      predictor: DenseProjector | None = None,
   ):
     """Assembles the network.
 
@@ -63,6 +79,10 @@ class OTCXRModel(nnx.Module):
       cvsim: cross-view block of width ``projector.out_dim``, or ``None`` (ablation).
       dense_stage: ``'dense'`` for the encoder's last map, or one of its stage names
         (e.g. ``'stage3'`` for a ResNet's stride-16 map).
+      global_projector: an MLP of the encoder's pooled features, or None.
+      predictor: an MLP from ``global_projector.out_dim`` to the same, given exactly with
+        ``global_projector``; the network then also holds the teacher (EMA copies of the
+        encoder and the global projector as built).
     """
     channels = dense_channels(encoder, dense_stage)
     if projector.in_dim != channels:
@@ -71,10 +91,25 @@ class OTCXRModel(nnx.Module):
     if cvsim is not None and cvsim.dim != projector.out_dim:
       raise ValueError(
           f"cvsim.dim={cvsim.dim} does not match projector.out_dim={projector.out_dim}")
+    if (global_projector is None) != (predictor is None):
+      raise ValueError("global_projector and predictor come together (the teacher's branch), "
+                       f"got {type(global_projector).__name__} and {type(predictor).__name__}")
+    if global_projector is not None:
+      if global_projector.in_dim != encoder.num_features:
+        raise ValueError(f"global_projector.in_dim={global_projector.in_dim} does not match the "
+                         f"encoder's {encoder.num_features} pooled features")
+      width = global_projector.out_dim
+      if (predictor.in_dim, predictor.out_dim) != (width, width):
+        raise ValueError(f"predictor must map {width} to {width} features, "
+                         f"got {predictor.in_dim} -> {predictor.out_dim}")
     self.encoder = encoder
     self.projector = projector
     self.cvsim = cvsim
     self.dense_stage = dense_stage
+    self.global_projector = global_projector
+    self.predictor = predictor
+    self.target = (EMATarget(encoder=encoder, global_projector=global_projector)
+                   if predictor is not None else None)
 
   def __call__(
       self, view_s: jax.Array, view_t: jax.Array, *, return_attention: bool = False
@@ -95,7 +130,8 @@ class OTCXRModel(nnx.Module):
     if return_attention and self.cvsim is None:
       raise ValueError("return_attention=True needs a model built with a CV-SIM")
     batch = view_s.shape[0]
-    out = self.encoder(jnp.concatenate([view_s, view_t], axis=0))
+    views = jnp.concatenate([view_s, view_t], axis=0)
+    out = self.encoder(views)
     dense = out.dense if self.dense_stage == "dense" else out.stages[self.dense_stage]
     _, h, w, c = dense.shape
     q = self.projector(dense.reshape(2 * batch, h * w, c))
@@ -106,6 +142,12 @@ class OTCXRModel(nnx.Module):
       q, attention = self.cvsim(q, context, return_attention=True)
       if return_attention:
         attention_s, attention_t = attention[:batch], attention[batch:]
+    teacher = {}
+    if self.predictor is not None:
+      p = self.predictor(self.global_projector(out.pooled)).astype(jnp.float32)
+      z = self.target.global_projector(self.target.encoder(views).pooled)
+      z = jax.lax.stop_gradient(z.astype(jnp.float32))
+      teacher = dict(p_s=p[:batch], p_t=p[batch:], z_s_target=z[:batch], z_t_target=z[batch:])
     return OTCXROutput(
         q_s=q[:batch].astype(jnp.float32),
         q_t=q[batch:].astype(jnp.float32),
@@ -114,4 +156,5 @@ class OTCXRModel(nnx.Module):
         grid=(h, w),
         attention_s=attention_s,
         attention_t=attention_t,
+        **teacher,
     )

@@ -28,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from otcxr_jax.objectives import location_match, ot, regularizers, vicreg
+from otcxr_jax.objectives import byol, location_match, ot, regularizers, vicreg
 
 #: Keys of the scalar metrics in the ``aux`` dict returned by :func:`otcxr_loss`.
 METRIC_KEYS: tuple[str, ...] = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
@@ -91,6 +91,13 @@ class OTCXRObjectiveConfig:
       (the OT cost sees positions relative to the image mean; variance over batch x positions is
       met by the variation between positions), so pooled features can stay the same for every
       image; this term asks the image mean to agree between views and vary between images.
+    teacher_tau: 0 (default): no teacher, and the image-level term (``global_weight``) is
+      VICReg's on the mean tokens. A value in (0, 1) makes the image-level term BYOL's (Grill et
+      al. 2020): the network holds a projector and a predictor of the encoder's pooled features
+      and an exponential moving average of the encoder and that projector (``models/target.py``),
+      whose decay starts at ``teacher_tau`` and rises to 1 over the run (BYOL's cosine schedule);
+      each view's prediction regresses the teacher's projection of the other view. The dense
+      terms stay the paper's. Needs ``global_weight > 0``.
   """
 
   alpha: float = 50.0
@@ -107,6 +114,7 @@ class OTCXRObjectiveConfig:
   varcov_per_position: bool = False
   alignment: str = "ot"
   global_weight: float = 0.0
+  teacher_tau: float = 0.0
 
   def validate(self) -> OTCXRObjectiveConfig:
     """Returns self, or raises ValueError naming the first invalid field."""
@@ -144,6 +152,17 @@ class OTCXRObjectiveConfig:
     if self.alignment not in ALIGNMENTS:
       raise ValueError(
           f"OTCXRObjectiveConfig.alignment must be one of {ALIGNMENTS}, got {self.alignment!r}"
+      )
+    tau = self.teacher_tau
+    if not _is_real(tau) or not 0.0 <= tau < 1.0:
+      raise ValueError(
+          f"OTCXRObjectiveConfig.teacher_tau must be a number in [0, 1) (0: no teacher), "
+          f"got {tau!r}"
+      )
+    if tau and not self.global_weight:
+      raise ValueError(
+          f"OTCXRObjectiveConfig.teacher_tau={tau!r} needs global_weight > 0 (the teacher enters "
+          f"the loss through the image-level term), got global_weight={self.global_weight!r}"
       )
     return self
 
@@ -207,8 +226,11 @@ def otcxr_loss(
     varcov_per_position: bool = OTCXRObjectiveConfig.varcov_per_position,
     alignment: str = OTCXRObjectiveConfig.alignment,
     global_weight: float = OTCXRObjectiveConfig.global_weight,
+    teacher_tau: float = OTCXRObjectiveConfig.teacher_tau,
     location: jax.Array | None = None,
     positions: tuple[jax.Array, jax.Array] | None = None,
+    predictions: tuple[jax.Array, jax.Array] | None = None,
+    targets: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """OTCXR loss of two views' projected dense features; jit-able and differentiable.
 
@@ -228,6 +250,13 @@ def otcxr_loss(
       ``location_weight > 0`` with ``alignment='ot'``.
     positions: ``(pos_s, pos_t)``, the (B, N, 2) and (B, M, 2) source-image positions of the
       tokens, needed with ``alignment='location_mse'``.
+    teacher_tau: > 0 (a teacher, see :class:`OTCXRObjectiveConfig`) makes the image-level term
+      BYOL's on ``predictions`` and ``targets``; its value is the teacher's schedule, not the
+      loss's.
+    predictions: ``(p_s, p_t)``, the online predictions (B, D') of the two views' pooled
+      features.
+    targets: ``(z_s, z_t)``, the teacher's projections (B, D') of the two views (no gradient
+      flows into them).
 
   Returns:
     ``(loss, aux)``: the scalar float32 loss, and a dict with the scalar metrics
@@ -246,7 +275,7 @@ def otcxr_loss(
     loss = alpha * align + beta * var + eta * cov
     aux = {"location_mse": align, "var": var, "cov": cov}
     if global_weight:
-      aux["global"] = global_term(q_s, q_t)
+      aux["global"] = _image_level_term(q_s, q_t, teacher_tau, predictions, targets)
       loss = loss + global_weight * aux["global"]
     return loss, {"loss": loss, **aux}
   x_s, x_t = q_s, q_t
@@ -273,7 +302,7 @@ def otcxr_loss(
   loss = alpha * ot_loss + beta * var + eta * cov
   extra = {}
   if global_weight:
-    extra["global"] = global_term(q_s, q_t)
+    extra["global"] = _image_level_term(q_s, q_t, teacher_tau, predictions, targets)
     loss = loss + global_weight * extra["global"]
   aux = {
       "loss": loss,
@@ -296,4 +325,15 @@ def global_term(q_s: jax.Array, q_t: jax.Array) -> jax.Array:
   the two views, variance and decorrelation of the mean tokens across the batch.
   """
   loss, _ = vicreg.vicreg_loss(jnp.mean(q_s, axis=1), jnp.mean(q_t, axis=1))
+  return loss
+
+
+def _image_level_term(q_s, q_t, teacher_tau, predictions, targets) -> jax.Array:
+  """VICReg of the mean tokens (:func:`global_term`), or with a teacher BYOL's loss."""
+  if not teacher_tau:
+    return global_term(q_s, q_t)
+  if predictions is None or targets is None:
+    raise ValueError("teacher_tau > 0 needs the online `predictions` (p_s, p_t) and the "
+                     "teacher's `targets` (z_s, z_t) of the pooled features")
+  loss, _ = byol.byol_loss(*predictions, *targets)
   return loss

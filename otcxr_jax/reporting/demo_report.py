@@ -13,7 +13,7 @@ from otcxr_jax.reporting import plots
 from otcxr_jax.reporting.summary import markdown_table
 from otcxr_jax.training.progress import format_duration
 
-PRETRAIN_CURVES = ("loss", "ot", "var", "cov", "marginal_error", "plan_entropy")
+PRETRAIN_CURVES = ("loss", "ot", "var", "cov", "global", "marginal_error", "plan_entropy")
 
 
 def _fmt(x) -> str:
@@ -38,6 +38,22 @@ def _beats(summary: Mapping, beaten: Sequence[str], floors: Sequence[str]) -> st
     return ("beats neither " + _listed(others, summary, "nor") if len(others) == 2 else
             "beats none of " + _listed(others, summary, "and"))
   return f"beats {_listed(beaten, summary, 'and')}, but not {_listed(others, summary, 'or')}"
+
+
+def _image_level_term(objective) -> str:
+  """The objective line's note of the image-level term, which is not in the paper."""
+  if not objective.get("global_weight"):
+    return ""
+  if objective.get("teacher_tau"):
+    kind = (f"BYOL's (predictor, EMA teacher with decay from {objective.teacher_tau:g} to 1)")
+  else:
+    kind = "VICReg's on the mean tokens"
+  return (f"; beside the paper's dense terms, an image-level term of weight "
+          f"{objective.global_weight:g}, {kind}: not in the paper. Its share of the result is "
+          "measured in docs/results.md (\"BYOL's image-level branch beside the dense terms\"); "
+          "`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0` "
+          "trains it alone, `--config.objective.global_weight=0 --config.objective.teacher_tau=0` "
+          "without it (each in a new workdir)")
 
 
 def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
@@ -102,6 +118,7 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
   m, d, t = config.model, config.data, config.train
   last = history[-1] if history else {}
   verdict, comparison_rows, spread_rows = _demo_comparisons(result)
+  global_md = f", image-level term {_fmt(last['global'])}" if "global" in last else ""
   floors_md = ("the same encoder at its random initialisation, evaluated with the BatchNorm "
                "statistics it was initialised with (mean 0, variance 1) and with statistics "
                "re-estimated on the training images (as a pretrained encoder's are)"
@@ -110,12 +127,12 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
                "same function in training and evaluation)")
   builder = datasets.builder_config(config)
   dataset_config = getattr(builder, "name", builder)
-  readout = ("the encoder's dense map, flattened (a linear readout that keeps where things are)"
-             if config.probe.readout == "map" else "pooled features")
+  readout = ("the frozen encoder's dense map, flattened (a linear readout that keeps where things "
+             "are)" if config.probe.readout == "map" else "frozen pooled features")
   text = f"""# OTCXR demo report
 
-OTCXR pretraining on the synthetic chest X-ray dataset (`{d.name}/{dataset_config}`), then linear
-probes on frozen {readout}. **{verdict}**
+OTCXR pretraining{" with an image-level term (below)" if config.objective.global_weight else ""} on the synthetic chest X-ray dataset (`{d.name}/{dataset_config}`), then linear
+probes on {readout}. **{verdict}**
 
 The floors: {floors_md}, and raw pixels downsampled to
 {config.probe.pixel_floor_size}x{config.probe.pixel_floor_size}.
@@ -142,13 +159,13 @@ OTCXR minus each floor, paired bootstrap over the same test images (500 resample
   projector {m.projector_layers} layers to {m.projector_dim}, CV-SIM {'on' if m.cvsim else 'off'}
 - objective: α={config.objective.alpha}, β={config.objective.beta}, η={config.objective.eta},
   ε={config.objective.epsilon}, {config.objective.num_iters} Sinkhorn iterations,
-  gradient `{config.objective.grad_mode}`
+  gradient `{config.objective.grad_mode}`{_image_level_term(config.objective)}
 - {t.num_steps} steps of batch {t.batch_size} at {d.image_size}x{d.image_size},
   optimiser `{config.optim.name}`; {format_duration(result['pretrain_seconds'])} on
   {result['devices']}; images: {result['num_images']}
 - final: loss {_fmt(last.get('loss'))}, L_OT {_fmt(last.get('ot'))}, variance
   {_fmt(last.get('var'))}, covariance {_fmt(last.get('cov'))}, Sinkhorn marginal error
-  {_fmt(last.get('marginal_error'))}, plan entropy {_fmt(last.get('plan_entropy'))}
+  {_fmt(last.get('marginal_error'))}, plan entropy {_fmt(last.get('plan_entropy'))}{global_md}
 
 {curves_md}
 

@@ -40,6 +40,10 @@ def test_demo_writes_comparisons_and_diagnostics(tmp_path):
   report = (workdir / "report.md").read_text()
   assert "OTCXR minus floor" in report and "position share" in report
   assert "With non-overlapping 95% intervals it " in report
+  # the demo's objective and readout (configs/demo.py), named in the report
+  assert config.objective.teacher_tau and config.probe.readout == "map"
+  assert "an image-level term of weight 50, BYOL's" in report
+  assert "probes on the frozen encoder's dense map, flattened" in report
   # the probe table: one row per probe, the highest test mean AUC alone in bold
   rows = [line.split("|")[1:-1] for line in report.split("## Linear probe")[1].splitlines()
           if line.startswith("| ") and "95% CI" not in line][:3]

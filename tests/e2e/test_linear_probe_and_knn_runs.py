@@ -102,6 +102,7 @@ def test_linear_probe_and_knn_modes_end_to_end(pretrained):
     c.probe.init = init
     c.probe.checkpoint_dir = str(root / "pretrain/checkpoints/pretrain")
     c.knn.k = 5
+    c.probe.readout = "pooled"  # the pooled features (the demo's map readout is checked below)
     c.train.tensorboard = mode == "linear_probe"  # one mode's results read back from TensorBoard
     config_lib.validate(c)
     workdir = root / mode

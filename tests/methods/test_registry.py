@@ -36,14 +36,22 @@ def test_name_lists_come_from_the_registries():
                                      for name, section in config_lib.METHOD_SECTIONS.items()}
 
 
-def test_only_byol_has_a_target_schedule(tmp_path):
+def test_byol_has_a_target_schedule_and_otcxr_only_with_its_image_level_teacher(tmp_path):
   config = tiny_config(tmp_path)
-  with_target = []
-  for name in methods.METHODS:
-    config.method = name
-    if methods.target_decay(config) is not None:
-      with_target.append(name)
-  assert with_target == ["byol"]
+  for teacher_tau, expected in [(0.0, ["byol"]), (0.99, ["otcxr", "byol"])]:
+    config.objective.teacher_tau = teacher_tau
+    with_target = []
+    for name in methods.METHODS:
+      config.method = name
+      if methods.target_decay(config) is not None:
+        with_target.append(name)
+    assert with_target == expected, teacher_tau
+  config.method = "otcxr"
+  config.train.num_steps = 10
+  decay = methods.target_decay(config)
+  # BYOL's cosine schedule from the base decay at step 0 to 1 at the last step.
+  assert decay(0) == pytest.approx(0.99) and decay(10) == pytest.approx(1.0)
+  assert decay(5) == pytest.approx(0.995)  # (1 + 0.99) / 2
 
 
 def test_an_unknown_method_is_refused_by_name(tmp_path):

@@ -9,6 +9,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from otcxr_jax.models import (CVSIM, DenseProjector, LinearClassifier, OTCXRModel, ResNet, ViT,
                               count_params)
+from otcxr_jax.models.target import TargetParam
 
 B = 3
 
@@ -136,6 +137,40 @@ def test_intermediate_dense_stage_and_vit_encoder():
   assert out.attention_s.shape == (B, 2, 16, 16)
 
 
+def test_teacher_projects_the_pooled_features_with_ema_copies_without_gradient(parts):
+  """With the image-level branch the model holds EMA copies of the encoder and the global
+  projector: at creation the teacher's projection is the online one, p is the predictor of it,
+  and once the copies differ the teacher's projection follows them, with no gradient."""
+  encoder, projector, cvsim = parts
+  branch = dict(global_projector=DenseProjector(64, 32, 8, rngs=nnx.Rngs(3)),
+                predictor=DenseProjector(8, 32, 8, rngs=nnx.Rngs(4)))
+  model = OTCXRModel(encoder, projector, cvsim, **branch)
+  model.eval()
+  assert set(model.target.names) == {"encoder", "global_projector"}
+  assert not nnx.state(model.target, nnx.Param)  # the copies hold TargetParams, not trained
+  s, t = _images(0), _images(1)
+  out = _run(model, s, t)
+  plain = _run(OTCXRModel(encoder, projector, cvsim), s, t)
+  tol = dict(rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out.q_s, plain.q_s, **tol)  # the dense branch is unchanged
+  z = nnx.jit(lambda g, x: g(x))(branch["global_projector"], out.pooled_s)
+  np.testing.assert_allclose(out.z_s_target, z, **tol)
+  np.testing.assert_allclose(out.p_s, nnx.jit(lambda p, x: p(x))(branch["predictor"], z), **tol)
+  assert out.p_s.shape == out.z_t_target.shape == (B, 8)
+  rng = np.random.default_rng(9)
+  nnx.update(model.target.global_projector, jax.tree.map(
+      lambda p: 0.3 * rng.normal(size=p.shape).astype(np.float32),
+      nnx.state(model.target.global_projector, TargetParam)))
+  moved = _run(model, s, t)
+  np.testing.assert_allclose(moved.p_s, out.p_s, **tol)
+  assert np.abs(np.asarray(moved.z_s_target) - np.asarray(out.z_s_target)).max() > 1e-2
+  graphdef, teacher, rest = nnx.split(model, TargetParam, ...)
+  z_of = lambda teacher: nnx.merge(graphdef, teacher, rest, copy=True)(s, t).z_s_target
+  g = jax.jit(jax.grad(lambda teacher: jnp.sum(z_of(teacher) ** 2)))(teacher)
+  assert jax.tree.leaves(g) and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(g))
+  assert plain.p_s is None and OTCXRModel(encoder, projector, cvsim).target is None
+
+
 def test_inconsistent_parts_are_rejected(parts):
   encoder, projector, cvsim = parts
   with pytest.raises(ValueError, match="dense_stage must be 'dense' or one of"):
@@ -144,6 +179,14 @@ def test_inconsistent_parts_are_rejected(parts):
     OTCXRModel(encoder, projector, cvsim, dense_stage="stage3")
   with pytest.raises(ValueError, match="cvsim.dim=8 does not match projector.out_dim=16"):
     OTCXRModel(encoder, projector, CVSIM(8, num_heads=2, rngs=nnx.Rngs(0)))
+  mlp = lambda i, o: DenseProjector(i, 16, o, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="global_projector and predictor come together"):
+    OTCXRModel(encoder, projector, cvsim, predictor=mlp(8, 8))
+  with pytest.raises(ValueError, match="global_projector.in_dim=32 does not match the encoder's "
+                                       "64 pooled features"):
+    OTCXRModel(encoder, projector, cvsim, global_projector=mlp(32, 8), predictor=mlp(8, 8))
+  with pytest.raises(ValueError, match="predictor must map 8 to 8 features, got 8 -> 4"):
+    OTCXRModel(encoder, projector, cvsim, global_projector=mlp(64, 8), predictor=mlp(8, 4))
 
 
 def _projector_numpy(p: DenseProjector, x: np.ndarray) -> np.ndarray:

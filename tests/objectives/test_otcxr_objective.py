@@ -25,7 +25,7 @@ def _views(seed=0, batch=2, n=6, m=4, d=5):
 # configuration and shape (run eagerly, each call traced and compiled the loop anew).
 _loss = jax.jit(otcxr.otcxr_loss, static_argnames=(
     "epsilon", "num_iters", "cost", "lse_mode", "grad_mode", "center_tokens", "center_positions",
-    "location_weight", "varcov_per_position", "alignment", "global_weight"))
+    "location_weight", "varcov_per_position", "alignment", "global_weight", "teacher_tau"))
 
 
 @jax.jit
@@ -112,6 +112,9 @@ def test_defaults_are_the_run_configs():
         ("lse_mode", "yes"),
         ("lse_mode", 1),
         ("grad_mode", "danskin"),
+        ("teacher_tau", 1.0),
+        ("teacher_tau", -0.1),
+        ("teacher_tau", True),
     ],
 )
 def test_invalid_config_names_the_field(field, value):
@@ -224,3 +227,41 @@ def test_global_term_adds_vicreg_of_mean_tokens(alignment):
   # per-image offset added to both views' tokens when the tokens are centred).
   grad = jax.grad(lambda q: _loss(q, q_t, global_weight=1.0, **kwargs)[0])(q_s)
   assert np.all(np.isfinite(np.asarray(grad)))
+
+
+
+@pytest.mark.parametrize("alignment", ["ot", "location_mse"])
+def test_teacher_makes_the_image_level_term_byols(alignment):
+  """With a teacher the image-level term is BYOL's loss of the pooled predictions against the
+  teacher's projections of the other view, in numpy; the dense terms are unchanged and no
+  gradient reaches the teacher."""
+  q_s, q_t = _views(seed=4, batch=6, n=4, m=4, d=5)
+  rng = np.random.default_rng(8)
+  p_s, p_t, z_s, z_t = (jnp.asarray(rng.normal(size=(6, 3)).astype(np.float32)) for _ in range(4))
+  positions = (jnp.zeros((6, 4, 2)), jnp.zeros((6, 4, 2)))
+  kwargs = dict(alignment=alignment, positions=positions, **RAW)
+  base, plain = _loss(q_s, q_t, **kwargs)
+  teacher = dict(teacher_tau=0.99, predictions=(p_s, p_t), targets=(z_s, z_t))
+  loss, aux = _loss(q_s, q_t, global_weight=0.3, **teacher, **kwargs)
+  unit = lambda x: np.asarray(x, np.float64) / np.linalg.norm(np.asarray(x, np.float64), axis=1,
+                                                              keepdims=True)
+  expected = np.mean(2 - 2 * np.sum(unit(p_s) * unit(z_t), 1)
+                     + 2 - 2 * np.sum(unit(p_t) * unit(z_s), 1))
+  assert float(aux["global"]) == pytest.approx(expected, rel=1e-5)
+  assert float(loss) == pytest.approx(float(base) + 0.3 * expected, rel=1e-5)
+  for key in ("var", "cov"):
+    np.testing.assert_allclose(aux[key], plain[key], rtol=1e-6)
+  grads = jax.grad(lambda p, z: _loss(q_s, q_t, global_weight=0.3, teacher_tau=0.99,
+                                      predictions=p, targets=z, **kwargs)[0],
+                   argnums=(0, 1))((p_s, p_t), (z_s, z_t))
+  assert all(np.abs(np.asarray(g)).max() > 1e-4 for g in grads[0])
+  assert all(np.abs(np.asarray(g)).max() == 0.0 for g in grads[1])
+  with pytest.raises(ValueError, match="teacher_tau > 0 needs the online `predictions`"):
+    _loss(q_s, q_t, global_weight=0.3, teacher_tau=0.99, **kwargs)
+
+
+def test_teacher_needs_the_image_level_term():
+  config = otcxr.OTCXRObjectiveConfig(teacher_tau=0.99)
+  with pytest.raises(ValueError, match=r"teacher_tau=0.99 needs global_weight > 0"):
+    config.validate()
+  assert otcxr.OTCXRObjectiveConfig(teacher_tau=0.99, global_weight=1.0).validate()

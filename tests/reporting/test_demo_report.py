@@ -35,3 +35,19 @@ def test_verdict_with_one_or_three_floors():
   # touching intervals are not separated
   touching = _summary((0.70, (0.66, 0.72)), c=(0.61, (0.60, 0.66)))
   assert demo_report._demo_comparisons(touching)[0].endswith("it does not beat c (0.610).")
+
+
+def test_objective_line_names_the_image_level_term_only_when_it_is_on():
+  import ml_collections  # noqa: PLC0415
+  objective = ml_collections.ConfigDict(dict(global_weight=0.0, teacher_tau=0.0))
+  assert demo_report._image_level_term(objective) == ""
+  objective.global_weight = 50.0
+  vicreg = demo_report._image_level_term(objective)
+  assert "weight 50, VICReg's on the mean tokens: not in the paper" in vicreg
+  objective.teacher_tau = 0.996
+  byol = demo_report._image_level_term(objective)
+  assert "weight 50, BYOL's (predictor, EMA teacher with decay from 0.996 to 1)" in byol
+  # the commands of the two ablations, the second one accepted by the config's validation
+  assert ("`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0`"
+          in byol)
+  assert "`--config.objective.global_weight=0 --config.objective.teacher_tau=0`" in byol

@@ -27,10 +27,18 @@ def _target_and_online(graphdef, state, name):
           _pure(nnx.state(getattr(model, name), nnx.Param)))
 
 
-def test_byol_target_follows_the_ema_schedule_through_the_train_step(tmp_path):
+# BYOL's target, and OTCXR's teacher (objective.teacher_tau): EMA copies of these modules.
+_TARGETS = {"byol": ("encoder", "projector"), "otcxr": ("encoder", "global_projector")}
+
+
+@pytest.mark.parametrize("method", sorted(_TARGETS))
+def test_target_follows_the_ema_schedule_through_the_train_step(tmp_path, method):
   config = tiny_config(tmp_path)
-  config.method = "byol"
+  config.method = method
   config.byol.base_tau = 0.9
+  if method == "otcxr":
+    config.objective.teacher_tau, config.objective.global_weight = 0.9, 1.0
+  names = _TARGETS[method]
   config.train.num_steps = 4
   config.optim.name = "sgd"
   config.optim.base_learning_rate = 5.0
@@ -43,7 +51,7 @@ def test_byol_target_follows_the_ema_schedule_through_the_train_step(tmp_path):
   tx, _ = optim.pretraining_optimizer(config)
   graphdef, state = state_lib.create_train_state(model, tx, jax.random.key_data(jax.random.key(1)))
   assert "target" not in state.params  # not trained: no gradient, no optimiser state
-  for name in ("encoder", "projector"):  # the target starts as a copy of the online network
+  for name in names:  # the target starts as a copy of the online network
     for xi, theta in zip(*_target_and_online(graphdef, state, name)):
       np.testing.assert_array_equal(xi, theta)
   step = jax.jit(state_lib.make_train_step(graphdef, methods.make_loss_fn(config), tx,
@@ -52,14 +60,13 @@ def test_byol_target_follows_the_ema_schedule_through_the_train_step(tmp_path):
   predictor = _pure(state.params["predictor"])
   state, _ = step(state, {"image": images})  # step k = 0: target and online now differ
   assert all(not np.array_equal(a, b) for a, b in zip(predictor, _pure(state.params["predictor"])))
-  before = {name: _target_and_online(graphdef, state, name)[0] for name in ("encoder",
-                                                                              "projector")}
+  before = {name: _target_and_online(graphdef, state, name)[0] for name in names}
   state, metrics = step(state, {"image": images})  # step k = 1
   # τ(1) = 1 - (1 - τ_base) (cos(π k / K) + 1) / 2 with k = 1, K = 4, τ_base = 0.9.
   tau = 1.0 - 0.1 * (math.cos(math.pi / 4) + 1.0) / 2.0
   np.testing.assert_allclose(metrics["target_decay"], tau, rtol=1e-6)
   moved = 0.0
-  for name in ("encoder", "projector"):
+  for name in names:
     after, online = _target_and_online(graphdef, state, name)
     for xi_old, xi_new, theta in zip(before[name], after, online):
       np.testing.assert_allclose(xi_new, tau * xi_old + (1.0 - tau) * theta, rtol=1e-5,
