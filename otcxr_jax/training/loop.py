@@ -324,6 +324,6 @@ def _run_hooks(hooks: Sequence[Hook], step: int, graphdef,
 
 
 def _shown(scalars: dict[str, float]) -> list[str]:
-  preferred = ["loss", "ot", "var", "cov", "marginal_error"]
+  preferred = ["loss", "ot", "var", "cov", "global", "marginal_error"]
   shown = [k for k in preferred if k in scalars] or ["loss"]
   return shown + (["skipped_steps"] if scalars.get("skipped_steps") else [])
