@@ -45,7 +45,7 @@ def _image_level_term(objective) -> str:
   if not objective.get("global_weight"):
     return ""
   if objective.get("teacher_tau"):
-    kind = (f"BYOL's (predictor, EMA teacher with decay from {objective.teacher_tau:g} to 1)")
+    kind = f"BYOL's (predictor, EMA teacher with decay from {objective.teacher_tau:g} to 1)"
   else:
     kind = "VICReg's on the mean tokens"
   return (f"; beside the paper's dense terms, an image-level term of weight "
