@@ -222,9 +222,11 @@ def make_config(setting: str, precision: str = "float32", *, batch: int | None =
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config()
-    # The paper's objective: the demo's image-level BYOL term (an EMA teacher) is not ported.
+    # The paper's objective: the demo's image-level BYOL term (an EMA teacher) and its
+    # per-position variance/covariance are not ported.
     c.objective.global_weight = 0.0
     c.objective.teacher_tau = 0.0
+    c.objective.varcov_per_position = False
   elif setting in ("resnet18_224", "resnet50_224"):
     c = config_lib.base_config()
     c.model.encoder = setting.split("_")[0]

@@ -8,8 +8,8 @@ configs/benchmark_synthetic.py:gpu`` is the full-width encoder at about 20 epoch
 field can be overridden with ``--config.FIELD=VALUE``; see benchmarks/README.md for the runtime.)
 
 Shared by every run: the demo's model and training (``configs/demo.py``, with the paper's objective
-and the pooled probe: without the demo's image-level term, which rows ``otcxr_image_byol`` and
-``image_byol_only`` add, and its map readout: a half-width
+and the pooled probe: without the demo's image-level term and per-position variance/covariance,
+which rows ``otcxr_image_byol`` and ``image_byol_only`` add, and its map readout: a half-width
 GroupNorm ResNet-18 with the ImageNet stem and three stages, the demo's augmentations, projector sizes
 512 -> 128, AdamW, cosine decay) on ``synthetic_cxr/128`` images of a cohort of
 ``SYNTHETIC_PATIENTS`` patients, at a smaller budget than the demo's: 200 steps of batch 64 (peak
@@ -79,8 +79,10 @@ otcxr_grad_unrolled   gradient through the unrolled Sinkhorn iterations
                       plan held fixed)
 otcxr_grad_implicit   implicit differentiation of the Sinkhorn fixed point
                       (``objective.grad_mode='implicit'``)
-otcxr_image_byol      the demo's objective: an image-level BYOL term beside the dense terms
-                      (``objective.global_weight=50``, ``objective.teacher_tau=0.996``)
+otcxr_image_byol      the demo's objective: an image-level BYOL term beside the dense terms,
+                      whose variance/covariance are taken at each cell
+                      (``objective.global_weight=100``, ``objective.teacher_tau=0.996``,
+                      ``objective.varcov_per_position=True``)
 image_byol_only       that term alone (``objective.alpha = beta = eta = 0``): what the dense
                       terms add to it
 ====================  =========================================================================
@@ -124,7 +126,8 @@ SYNTHETIC_PATIENTS = 10000
 
 
 #: The demo's image-level term (configs/demo.py).
-IMAGE_BYOL = {k: demo.get_config().objective[k] for k in ("global_weight", "teacher_tau")}
+IMAGE_BYOL = {k: demo.get_config().objective[k]
+              for k in ("global_weight", "teacher_tau", "varcov_per_position")}
 
 
 def runs() -> dict:
@@ -162,6 +165,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   # The paper's objective and the pooled probe (module docstring).
   c.objective.global_weight = 0.0
   c.objective.teacher_tau = 0.0
+  c.objective.varcov_per_position = False
   c.probe.readout = "pooled"
   c.train.tensorboard = False  # the metric logs (<workdir>/metrics/*.jsonl) are kept
   c.data.config = "128"

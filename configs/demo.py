@@ -9,12 +9,14 @@ image-level BYOL term beside them, linear-probes its dense map against the same 
 init and raw pixels, and writes workdirs/demo/report.md. The choices below are measured in
 docs/results.md ("Making the demo's pretraining learn the image" and the sections after it).
 
-The image-level term is not in the paper, and at this scale it carries the gain: without it
-(`--config.objective.global_weight=0 --config.objective.teacher_tau=0`, the paper's objective)
-the dense map probes at about random init's level; with the dense terms off
-(`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0`) the term alone
-probes higher than both together, at every seed measured (docs/results.md, "The demo's objective,
-its image-level term alone and the paper's objective, three seeds each").
+Two parts of the objective are not in the paper: the image-level term, and the variance/covariance
+taken at each cell. At this scale the term carries the gain: without both
+(`--config.objective.global_weight=0 --config.objective.teacher_tau=0
+--config.objective.varcov_per_position=False`, the paper's objective) the dense map probes at
+about random init's level; the term alone (`--config.objective.alpha=0 --config.objective.beta=0
+--config.objective.eta=0`) probes as high as the whole objective, and with the variance/covariance
+pooled over the cells and the term at half this weight the dense terms cost 0.017 of it
+(docs/results.md, "The demo's objective, three seeds").
 """
 
 from otcxr_jax import config_lib
@@ -57,8 +59,12 @@ def get_config():
   c.objective.center_positions = True
   # BYOL's image-level branch (predictor, EMA teacher from 0.996): the dense terms alone leave the
   # pooled features nearly the same for every image (docs/results.md).
-  c.objective.global_weight = 50.0
+  c.objective.global_weight = 100.0
   c.objective.teacher_tau = 0.996
+  # Variance/covariance over the batch at each cell, as VICRegL does for local features (not in
+  # the paper, which pools batch x positions): pooled, the cells' differences within one image
+  # meet the variance term without any image varying (docs/results.md).
+  c.objective.varcov_per_position = True
 
   c.optim.name = "adamw"
   c.optim.base_learning_rate = 2e-3    # peak 1e-3 at batch 128

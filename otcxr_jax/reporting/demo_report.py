@@ -40,20 +40,29 @@ def _beats(summary: Mapping, beaten: Sequence[str], floors: Sequence[str]) -> st
   return f"beats {_listed(beaten, summary, 'and')}, but not {_listed(others, summary, 'or')}"
 
 
-def _image_level_term(objective) -> str:
-  """The objective line's note of the image-level term, which is not in the paper."""
-  if not objective.get("global_weight"):
+def _beyond_the_paper(objective) -> str:
+  """The objective line's note of what the objective adds to the paper's, with the commands that
+  take each addition away."""
+  added, paper = [], []
+  if objective.get("varcov_per_position"):
+    added.append("the variance and covariance over the batch at each cell (the paper pools the "
+                 "batch and the cells)")
+    paper.append("--config.objective.varcov_per_position=False")
+  if objective.get("global_weight"):
+    if objective.get("teacher_tau"):
+      kind = f"BYOL's (predictor, EMA teacher with decay from {objective.teacher_tau:g} to 1)"
+    else:
+      kind = "VICReg's on the mean tokens"
+    added.append(f"an image-level term of weight {objective.global_weight:g}, {kind}")
+    paper[:0] = ["--config.objective.global_weight=0", "--config.objective.teacher_tau=0"]
+  if not added:
     return ""
-  if objective.get("teacher_tau"):
-    kind = f"BYOL's (predictor, EMA teacher with decay from {objective.teacher_tau:g} to 1)"
-  else:
-    kind = "VICReg's on the mean tokens"
-  return (f"; beside the paper's dense terms, an image-level term of weight "
-          f"{objective.global_weight:g}, {kind}: not in the paper. Its share of the result is "
-          "measured in docs/results.md (\"BYOL's image-level branch beside the dense terms\"); "
-          "`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0` "
-          "trains it alone, `--config.objective.global_weight=0 --config.objective.teacher_tau=0` "
-          "without it (each in a new workdir)")
+  text = (f"; not in the paper: {'; and '.join(added)}. What each adds is measured in "
+          "docs/results.md (the sections on the demo's objective); ")
+  if objective.get("global_weight"):
+    text += ("`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0` "
+             "trains the image-level term alone, ")
+  return text + f"`{' '.join(paper)}` the paper's objective (each in a new workdir)"
 
 
 def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
@@ -159,7 +168,7 @@ OTCXR minus each floor, paired bootstrap over the same test images (500 resample
   projector {m.projector_layers} layers to {m.projector_dim}, CV-SIM {'on' if m.cvsim else 'off'}
 - objective: α={config.objective.alpha}, β={config.objective.beta}, η={config.objective.eta},
   ε={config.objective.epsilon}, {config.objective.num_iters} Sinkhorn iterations,
-  gradient `{config.objective.grad_mode}`{_image_level_term(config.objective)}
+  gradient `{config.objective.grad_mode}`{_beyond_the_paper(config.objective)}
 - {t.num_steps} steps of batch {t.batch_size} at {d.image_size}x{d.image_size},
   optimiser `{config.optim.name}`; {format_duration(result['pretrain_seconds'])} on
   {result['devices']}; images: {result['num_images']}

@@ -41,8 +41,9 @@ def test_demo_writes_comparisons_and_diagnostics(tmp_path):
   assert "OTCXR minus floor" in report and "position share" in report
   assert "With non-overlapping 95% intervals it " in report
   # the demo's objective and readout (configs/demo.py), named in the report
-  assert config.objective.teacher_tau and config.probe.readout == "map"
-  assert "an image-level term of weight 50, BYOL's" in report
+  assert config.objective.teacher_tau and config.objective.varcov_per_position
+  assert config.probe.readout == "map"
+  assert "at each cell" in report and "an image-level term of weight 100, BYOL's" in report
   assert "probes on the frozen encoder's dense map, flattened" in report
   # the probe table: one row per probe, the highest test mean AUC alone in bold
   rows = [line.split("|")[1:-1] for line in report.split("## Linear probe")[1].splitlines()

@@ -37,17 +37,28 @@ def test_verdict_with_one_or_three_floors():
   assert demo_report._demo_comparisons(touching)[0].endswith("it does not beat c (0.610).")
 
 
-def test_objective_line_names_the_image_level_term_only_when_it_is_on():
+def test_objective_line_names_what_is_beyond_the_paper_only_when_it_is_on():
   import ml_collections  # noqa: PLC0415
-  objective = ml_collections.ConfigDict(dict(global_weight=0.0, teacher_tau=0.0))
-  assert demo_report._image_level_term(objective) == ""
+  objective = ml_collections.ConfigDict(
+      dict(global_weight=0.0, teacher_tau=0.0, varcov_per_position=False))
+  assert demo_report._beyond_the_paper(objective) == ""
   objective.global_weight = 50.0
-  vicreg = demo_report._image_level_term(objective)
-  assert "weight 50, VICReg's on the mean tokens: not in the paper" in vicreg
+  vicreg = demo_report._beyond_the_paper(objective)
+  assert "not in the paper: an image-level term of weight 50, VICReg's on the mean tokens." in vicreg
+  assert "at each cell" not in vicreg
   objective.teacher_tau = 0.996
-  byol = demo_report._image_level_term(objective)
-  assert "weight 50, BYOL's (predictor, EMA teacher with decay from 0.996 to 1)" in byol
+  byol = demo_report._beyond_the_paper(objective)
+  assert "weight 50, BYOL's (predictor, EMA teacher with decay from 0.996 to 1)." in byol
   # the commands of the two ablations, the second one accepted by the config's validation
   assert ("`--config.objective.alpha=0 --config.objective.beta=0 --config.objective.eta=0`"
           in byol)
-  assert "`--config.objective.global_weight=0 --config.objective.teacher_tau=0`" in byol
+  assert "`--config.objective.global_weight=0 --config.objective.teacher_tau=0` the paper's" in byol
+  objective.varcov_per_position = True
+  both = demo_report._beyond_the_paper(objective)
+  assert "the variance and covariance over the batch at each cell" in both
+  assert ("`--config.objective.global_weight=0 --config.objective.teacher_tau=0 "
+          "--config.objective.varcov_per_position=False` the paper's objective") in both
+  objective.global_weight, objective.teacher_tau = 0.0, 0.0
+  alone = demo_report._beyond_the_paper(objective)
+  assert "image-level" not in alone and "alpha=0" not in alone
+  assert "`--config.objective.varcov_per_position=False` the paper's objective" in alone
