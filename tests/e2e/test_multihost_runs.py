@@ -83,7 +83,13 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   # All three processes compile as a run does. With the tests' fast-compile flags
   # (tests/fast_compile.py) the two processes' third step ends 0.1-1% of the update away from the
   # reference's on an AMD EPYC (on an Intel Xeon 1e-5), while one process of 4 devices, resumed
-  # or not, repeats itself to the bit (at XLA's defaults the two agree within the 1e-4 below).
+  # or not, repeats itself to the bit. At XLA's defaults (used here) the two differ by float32
+  # reduction order only, which three steps of the demo's whole objective amplify by an amount
+  # that moves erratically with the settings: on an AMD EPYC 1e-5 of the update with the
+  # transport, the variance/covariance or the image-level term left out, and 3e-5, 1.4e-4 and
+  # 6e-4 with all of them at learning rates 0.0025, 0.005 and 0.001. The bound below, 2e-3, is
+  # far under what a resume that lost the data position or the optimiser state would leave: a
+  # different third step, of the order of one step's share of the update.
   environ = fast_compile.default_codegen_environ()
   # The tests' compilation cache (tests/fast_compile.py): the resumed run compiles nothing again,
   # and a later test run nothing at all. XLA's flags are part of each entry's key.
@@ -120,7 +126,7 @@ def test_two_processes_resume_and_match_one_process_on_four_devices(tmp_path):
   for part in ("params", "model_state"):
     diff = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b),
                         getattr(reference, part), getattr(multi, part))
-    assert _norm(diff) < 1e-4 * _norm(update), (part, _norm(diff), _norm(update))
+    assert _norm(diff) < 2e-3 * _norm(update), (part, _norm(diff), _norm(update))
   multi_losses, single_losses = _losses(multi_dir), _losses(single_dir)
   assert sorted(multi_losses) == [1, 2, 3]
   np.testing.assert_allclose([multi_losses[s] for s in (1, 2, 3)],
