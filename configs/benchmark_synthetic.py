@@ -125,7 +125,8 @@ TRANSFER_ROWS = ("otcxr", "vicreg", "random_init")
 SYNTHETIC_PATIENTS = 10000
 
 
-#: The demo's image-level term (configs/demo.py).
+#: What the demo's objective adds to the paper's (configs/demo.py): the image-level term and the
+#: variance/covariance taken at each cell.
 IMAGE_BYOL = {k: demo.get_config().objective[k]
               for k in ("global_weight", "teacher_tau", "varcov_per_position")}
 
