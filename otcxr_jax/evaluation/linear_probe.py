@@ -9,10 +9,11 @@ regression itself, not of how far a first-order optimiser gets in a fixed number
 self-supervised features are often nearly collinear, their information in directions of small
 variance, where gradient steps on standardised features move slowly (docs/results.md, "The
 linear probe was optimiser-limited": 0.662 standardised against 0.731 whitened and 0.731 for
-scikit-learn's L-BFGS on the same features). The head is trained by the shared train loop (same
-optimiser code, checkpoints and logs as pretraining) for each L2 strength ("weight decay") of a
-small grid, the penalty in the objective (:func:`penalised_bce`: scikit-learn's logistic
-regression with ``C = 1 / (weight_decay * N)``); the one with the best validation mean AUC is
+scikit-learn's L-BFGS on the same features). One head per L2 strength ("weight decay") of a small
+grid is trained, all side by side in one run of the shared train loop (same optimiser code,
+checkpoints and logs as pretraining; :func:`train_heads`), the penalty in the objective
+(:func:`penalised_bce`: scikit-learn's logistic regression with ``C = 1 / (weight_decay * N)``);
+the one with the best validation mean AUC is
 kept, and the test split is evaluated once with it.
 """
 
@@ -42,7 +43,7 @@ class ProbeResult:
   test_per_class: np.ndarray     # (K,) NaN where undefined
   test_scores: np.ndarray        # (N, K) probabilities on test
   val_by_weight_decay: dict[float, float]
-  history: list[dict[str, float]]
+  history: list[dict[str, float]]  # every head's loss (``loss_wd<l2>``) by logged step
 
 
 def penalised_bce(l2: float):
@@ -84,6 +85,79 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   ``hooks`` are called every ``hook_every`` steps (``loop.run``'s periodic evaluators; 0: never).
   Fine-tuning's linear-probe stage (``modes/finetune.py``) trains its heads with this function.
   """
+  head = LinearClassifier(train_x.shape[1], train_y.shape[1], rngs=nnx.Rngs(seed))
+  result = _train(head, penalised_bce(weight_decay), train_x, train_y, workdir=workdir,
+                  name=name, num_steps=num_steps, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=seed, log_every=log_every, hooks=hooks,
+                  hook_every=hook_every)
+  return result.model(), result.history
+
+
+class StackedHeads(nnx.Module):
+  """``H`` linear heads side by side, ``logits[h] = x W[h] + b[h]``, each initialised as
+  :class:`LinearClassifier` with the same seed (so every head starts where :func:`train_head`'s
+  would)."""
+
+  def __init__(self, in_dim: int, num_classes: int, num_heads: int, *, seed: int):
+    single = LinearClassifier(in_dim, num_classes, rngs=nnx.Rngs(seed))
+    self.kernel = nnx.Param(jnp.tile(single.linear.kernel[...][None], (num_heads, 1, 1)))
+    self.bias = nnx.Param(jnp.tile(single.linear.bias[...][None], (num_heads, 1)))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``(B, D) -> (H, B, K)`` logits."""
+    return jnp.einsum("bd,hdk->hbk", x, self.kernel[...]) + self.bias[...][:, None]
+
+  def head(self, h: int) -> LinearClassifier:
+    """Head ``h`` as a :class:`LinearClassifier`."""
+    kernel, bias = self.kernel[...], self.bias[...]
+    out = LinearClassifier(kernel.shape[1], kernel.shape[2], rngs=nnx.Rngs(0))
+    out.linear.kernel[...] = kernel[h]
+    out.linear.bias[...] = bias[h]
+    return out
+
+
+def stacked_penalised_bce(l2s: Sequence[float]):
+  """:func:`penalised_bce` of every head of a :class:`StackedHeads`, head ``h`` with L2 strength
+  ``l2s[h]``, summed: each head's gradient is its own loss's, so Adam (elementwise, no clipping)
+  moves every head exactly as training it alone on the same batches would. The aux holds each
+  head's loss as ``loss_wd<l2>``."""
+  l2s = tuple(float(v) for v in l2s)
+  strengths = jnp.asarray(l2s, jnp.float32)
+
+  def loss_fn(model: StackedHeads, batch, rng):
+    del rng
+    logits = model(batch["x"])
+    bce = optax.sigmoid_binary_cross_entropy(logits, batch["y"][None]).mean(axis=(1, 2))
+    kernel = model.kernel[...]
+    penalty = 0.5 * strengths * jnp.sum(jnp.square(kernel), axis=(1, 2)) / kernel.shape[2]
+    per_head = bce + penalty
+    return jnp.sum(per_head), {f"loss_wd{v:g}": per_head[h] for h, v in enumerate(l2s)}
+  return loss_fn
+
+
+def train_heads(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
+                num_steps: int, batch_size: int, learning_rate: float,
+                weight_decays: Sequence[float], seed: int, log_every: int = 100,
+                hooks: Sequence[loop.Hook] = (), hook_every: int = 0
+                ) -> tuple[list[LinearClassifier], list]:
+  """:func:`train_head` for every L2 strength of ``weight_decays`` at once, in one run of the
+  loop (one compilation, one pass over the batches): the heads are those :func:`train_head`
+  trains one at a time, up to float rounding. ``hooks`` see the :class:`StackedHeads`. Returns
+  ``(heads, history)``, the history's records holding every head's loss (``loss_wd<l2>``)."""
+  heads = StackedHeads(train_x.shape[1], train_y.shape[1], len(weight_decays), seed=seed)
+  result = _train(heads, stacked_penalised_bce(weight_decays), train_x, train_y,
+                  workdir=workdir, name=name, num_steps=num_steps, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=seed, log_every=log_every, hooks=hooks,
+                  hook_every=hook_every)
+  trained = result.model()
+  return [trained.head(h) for h in range(len(weight_decays))], result.history
+
+
+def _train(model: nnx.Module, loss_fn, train_x: np.ndarray, train_y: np.ndarray, *, workdir,
+           name: str, num_steps: int, batch_size: int, learning_rate: float, seed: int,
+           log_every: int, hooks: Sequence[loop.Hook] = (), hook_every: int = 0):
+  """The probe's run of the shared loop: Adam, 5% warm-up then cosine decay, no decoupled weight
+  decay (the L2 is in the loss), batches of ``batch_size`` capped to the examples."""
   batch_size = min(batch_size, len(train_x) // jax.device_count() * jax.device_count())
   batches = pipeline.array_batches({"x": train_x, "y": train_y}, global_batch_size=batch_size,
                                    seed=seed, process_index=jax.process_index(),
@@ -91,15 +165,13 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   schedule = optim.make_schedule(peak=learning_rate, total_steps=num_steps,
                                  warmup_steps=num_steps // 20)
   tx = optim.make_optimizer("adamw", schedule=schedule, weight_decay=0.0)  # L2 in the loss
-  head = LinearClassifier(train_x.shape[1], train_y.shape[1], rngs=nnx.Rngs(seed))
   cfg = loop.LoopConfig(num_steps=num_steps, log_every=min(log_every, num_steps),
                         checkpoint_every=0, max_to_keep=1, tensorboard=False,
                         hook_every=hook_every)
-  result = loop.run(name=name, workdir=workdir, model=head, loss_fn=penalised_bce(weight_decay),
-                    tx=tx, batches=batches, global_batch_size=batch_size, config=cfg,
-                    rng=jax.random.key_data(jax.random.key(seed)), schedule=schedule,
-                    hooks=hooks)
-  return result.model(), result.history
+  return loop.run(name=name, workdir=workdir, model=model, loss_fn=loss_fn, tx=tx,
+                  batches=batches, global_batch_size=batch_size, config=cfg,
+                  rng=jax.random.key_data(jax.random.key(seed)), schedule=schedule,
+                  hooks=hooks)
 
 
 def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
@@ -120,17 +192,20 @@ def run(features: dict[str, tuple[np.ndarray, np.ndarray]], *, workdir, name: st
            "whitened at most: standardising them instead")
     whiten = False
   tx, vx, sx = (whitening.whitened if whiten else standardise)(tx, vx, sx)
+  heads, history = train_heads(tx, ty, workdir=workdir, name=name, num_steps=num_steps,
+                               batch_size=batch_size, learning_rate=learning_rate,
+                               weight_decays=weight_decays, seed=seed)
   best = None
   val_by_wd = {}
-  for wd in weight_decays:
-    head, history = train_head(tx, ty, workdir=workdir, name=f"{name}_wd{wd:g}",
-                               num_steps=num_steps, batch_size=batch_size,
-                               learning_rate=learning_rate, weight_decay=wd, seed=seed)
+  for wd, head in zip(weight_decays, heads):
     val_auc = metrics.mean_auc(vy, _predict(head, vx))
     val_by_wd[float(wd)] = float(val_auc)
     if best is None or val_auc > best[0]:
       best = (val_auc, wd, head, history)
   val_auc, wd, head, history = best
+  if len(weight_decays) > 1 and wd in (min(weight_decays), max(weight_decays)):
+    print0(f"[probe] {name}: the weight decay chosen, {wd:g}, is at an end of the grid "
+           f"{tuple(weight_decays)}: a wider grid may do better")
   scores = _predict(head, sx)
   per_class = metrics.per_class_auc(sy, scores)
   return ProbeResult(weight_decay=float(wd), val_auc=float(val_auc),

@@ -80,7 +80,7 @@ import dataclasses
 import json
 import math
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -237,24 +237,30 @@ def validation_evaluator(scorer: classifier.Scorer, source
   return evaluate
 
 
-class _HeadCurve:
-  """Stage-1 hook: the validation mean AUC of the head every hook step, kept in a JSON file so a
-  resumed stage keeps the points evaluated before it stopped."""
+class _HeadCurves:
+  """Stage-1 hook: the validation mean AUC of every head (one per weight decay) every hook step,
+  kept in a JSON file (weight decay -> step -> AUC) so a resumed stage keeps the points evaluated
+  before it stopped."""
 
-  def __init__(self, path: epath.Path, x: np.ndarray, y: np.ndarray):
+  def __init__(self, path: epath.Path, x: np.ndarray, y: np.ndarray,
+               weight_decays: Sequence[float]):
     self._path, self._x, self._y = path, x, y
-    self.points: dict[str, float | None] = (json.loads(path.read_text()) if path.exists()
-                                            else {})
+    self._keys = [f"{wd:g}" for wd in weight_decays]
+    self.points: dict[str, dict[str, float | None]] = (
+        json.loads(path.read_text()) if path.exists() else {k: {} for k in self._keys})
 
   def __call__(self, step: int, graphdef, state) -> dict[str, float]:
-    head = state_lib.eval_model(graphdef, state)
-    kernel, bias = sharding.to_host((head.linear.kernel[...], head.linear.bias[...]))
-    value = metrics.mean_auc(self._y, self._x @ kernel + bias)
-    self.points[str(step)] = _finite_or_none(value)
+    heads = state_lib.eval_model(graphdef, state)
+    kernel, bias = sharding.to_host((heads.kernel[...], heads.bias[...]))
+    logged = {}
+    for h, key in enumerate(self._keys):
+      value = metrics.mean_auc(self._y, self._x @ kernel[h] + bias[h])
+      self.points[key][str(step)] = _finite_or_none(value)
+      logged[f"val_mean_auc_wd{key}"] = value
     if jax.process_index() == 0:
       self._path.parent.mkdir(parents=True, exist_ok=True)
       self._path.write_text(json.dumps(self.points))
-    return {"val_mean_auc": value}
+    return logged
 
 
 @dataclasses.dataclass
@@ -283,9 +289,9 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   validation under the initial encoder. Both are standardised by ``head`` itself and, with
   ``config.probe.whiten`` (the default; at most ``whitening.MAX_FEATURES`` features), whitened
   with the training features' statistics as the frozen probe does, then one head
-  per weight decay of ``config.probe.weight_decays`` is trained by ``linear_probe.train_head``
-  (``probe.batch_size``, ``probe.learning_rate``, seed ``config.seed``: the heads the frozen
-  linear probe trains on these features) for :func:`linear_probe_budget`'s steps, its validation
+  per weight decay of ``config.probe.weight_decays`` is trained, side by side, by
+  ``linear_probe.train_heads`` (``probe.batch_size``, ``probe.learning_rate``, seed
+  ``config.seed``: the heads the frozen linear probe trains on these features) for :func:`linear_probe_budget`'s steps, its validation
   mean AUC recorded every ``eval_every`` steps; the head of best final validation mean AUC wins
   (the first on ties or when none is defined), folded back to an affine map of the standardised
   features (``whitening.fold``), so stage 2 starts from the probe's own solution with the
@@ -302,18 +308,17 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
     tx, vx = (whitening.project(a, *white) for a in (tx, vx))
   budget = linear_probe_budget(config, len(tx))
   folder = workdir / "linear_probe"
-  best, best_score, by_wd, curves = None, -math.inf, {}, {}
-  for wd in p.weight_decays:
-    name = f"{RUN_NAME}_linear_probe_wd{wd:g}"
-    curve = _HeadCurve(folder / f"{name}_curve.json", vx, vy)
-    trained, _ = linear_probe.train_head(
-        tx, ty, workdir=folder, name=name, num_steps=budget.num_steps,
-        batch_size=p.batch_size, learning_rate=p.learning_rate, weight_decay=wd,
-        seed=config.seed, log_every=config.train.log_every, hooks=[curve],
-        hook_every=budget.eval_every)
+  name = f"{RUN_NAME}_linear_probe"
+  curves = _HeadCurves(folder / f"{name}_curves.json", vx, vy, p.weight_decays)
+  heads, _ = linear_probe.train_heads(
+      tx, ty, workdir=folder, name=name, num_steps=budget.num_steps, batch_size=p.batch_size,
+      learning_rate=p.learning_rate, weight_decays=p.weight_decays, seed=config.seed,
+      log_every=config.train.log_every, hooks=[curves], hook_every=budget.eval_every)
+  best, best_score, by_wd = None, -math.inf, {}
+  for wd, trained in zip(p.weight_decays, heads):
     kernel, bias = sharding.to_host((trained.linear.kernel[...], trained.linear.bias[...]))
     value = metrics.mean_auc(vy, vx @ kernel + bias)
-    by_wd[f"{wd:g}"], curves[f"{wd:g}"] = _finite_or_none(value), curve.points
+    by_wd[f"{wd:g}"] = _finite_or_none(value)
     print0(f"[{RUN_NAME}] linear probe, weight decay {wd:g}: validation mean AUC {value:.4f}")
     score = value if math.isfinite(value) else -math.inf  # undefined loses to any defined AUC
     if best is None or score > best_score:
@@ -326,7 +331,8 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
       elif white is not None:
         kernel, bias = whitening.fold(kernel, bias, *white)
       best = LinearProbeStage(np.asarray(kernel, np.float32), np.asarray(bias, np.float32),
-                              float(wd), float(value), by_wd, curves, budget, white is not None,
+                              float(wd), float(value), by_wd, curves.points, budget,
+                              white is not None,
                               None if projection is None else projection.astype(np.float32))
   return best
 

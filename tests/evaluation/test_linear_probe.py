@@ -97,3 +97,38 @@ def test_probe_head_is_sklearns_l2_logistic_regression(tmp_path, l2):
   if l2 > 0.1:  # strong enough to matter: the weights are far smaller than unregularised ones
     free = LogisticRegression(C=1e6, max_iter=10000).fit(x, y[:, 0]).coef_[0]
     assert np.linalg.norm(kernel[:, 0]) < 0.7 * np.linalg.norm(free)
+
+
+def test_heads_trained_side_by_side_are_the_heads_trained_alone(tmp_path):
+  """``train_heads`` (one run of the loop for the whole grid) gives, head by head, what
+  ``train_head`` gives for each L2 strength alone: same start, same batches, same updates."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(400, 6)).astype(np.float32)
+  y = (rng.random((400, 3)) < 1 / (1 + np.exp(-x[:, :3] * 2))).astype(np.float32)
+  kwargs = dict(num_steps=120, batch_size=64, learning_rate=5e-2, seed=4)
+  l2s = (1e-4, 1e-1, 3.0)
+  heads, history = linear_probe.train_heads(x, y, workdir=tmp_path, name="side_by_side",
+                                            weight_decays=l2s, **kwargs)
+  assert len(heads) == 3 and {f"loss_wd{v:g}" for v in l2s} <= set(history[-1])
+  norms = []
+  for l2, head in zip(l2s, heads):
+    alone, _ = linear_probe.train_head(x, y, workdir=tmp_path, name=f"alone_{l2:g}",
+                                       weight_decay=l2, **kwargs)
+    for got, want in ((head.linear.kernel, alone.linear.kernel),
+                      (head.linear.bias, alone.linear.bias)):
+      np.testing.assert_allclose(np.asarray(got[...]), np.asarray(want[...]), rtol=1e-4,
+                                 atol=1e-5)
+    norms.append(np.linalg.norm(np.asarray(head.linear.kernel[...])))
+  assert norms[0] > norms[1] > norms[2]  # the heads did not share one strength
+
+
+def test_a_choice_at_an_end_of_the_grid_is_reported(tmp_path, capsys):
+  splits = _collinear_splits()
+  kwargs = dict(workdir=tmp_path, num_steps=100, batch_size=256, learning_rate=5e-2)
+  probe = linear_probe.run(splits, name="edge", weight_decays=(1e-4, 30.0), **kwargs)
+  assert probe.weight_decay == 1e-4 and probe.val_by_weight_decay[1e-4] > 0.9
+  assert probe.val_by_weight_decay[30.0] < probe.val_by_weight_decay[1e-4]
+  assert ("edge: the weight decay chosen, 0.0001, is at an end of the grid (0.0001, 30.0)"
+          in capsys.readouterr().out)
+  linear_probe.run(splits, name="single", weight_decays=(1e-4,), **kwargs)
+  assert "end of the grid" not in capsys.readouterr().out
