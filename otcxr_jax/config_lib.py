@@ -184,9 +184,12 @@ def _probe() -> dict:
       batch_size=256,              # feature extraction and probe training
       num_steps=1000,
       learning_rate=3e-2,
-      weight_decays=(1e-5, 1e-4, 1e-3, 1e-2),   # L2 strengths of the probe (penalised_bce in
-                                   # evaluation/linear_probe.py), chosen on validation mean AUC
+      weight_decays=(1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0),  # L2 strengths of the probe
+                                   # (penalised_bce in evaluation/linear_probe.py), trained side
+                                   # by side and chosen on validation mean AUC
       pixel_floor_size=16,         # raw-pixel floor: images downsampled to this side
+      train_examples=0,            # linear probe and demo: labelled training images the probe
+                                   # reads, a fixed random subset of data.train_split (0 = all)
       init="pretrained",           # linear_probe/knn encoder: 'pretrained' or 'random';
                                    # linear_probe also 'pixels' (the raw-pixel floor)
       readout="pooled",            # linear probe and demo features: 'pooled' (global average
@@ -416,6 +419,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   require(c.probe.readout in PROBE_READOUTS, "probe.readout", c.probe.readout,
           f"one of {PROBE_READOUTS}")
   require(isinstance(c.probe.whiten, bool), "probe.whiten", c.probe.whiten, "True or False")
+  require(isinstance(c.probe.train_examples, int) and not isinstance(c.probe.train_examples, bool)
+          and c.probe.train_examples >= 0, "probe.train_examples", c.probe.train_examples,
+          "a non-negative int (0: every training image)")
   require(isinstance(c.knn.whiten, bool), "knn.whiten", c.knn.whiten, "True or False")
   require(isinstance(c.probe.checkpoint_dir, str), "probe.checkpoint_dir", c.probe.checkpoint_dir,
           "a directory path ('' for <workdir>/checkpoints/pretrain)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 
 import jax
+import numpy as np
 import ml_collections
 from etils import epath
 from jax.experimental import multihost_utils
@@ -64,6 +65,51 @@ def split_source(config: ml_collections.ConfigDict, split: str):
         f"{e} Process 0 built it in data.data_dir={d.data_dir!r}, which process "
         f"{jax.process_index()} does not see: in a multi-process run data.data_dir must be shared "
         f"by all hosts (a gs:// bucket or a shared filesystem).") from e
+
+
+class Subset:
+  """Examples ``indices`` of a random-access source, in that order (a random-access source
+  itself)."""
+
+  def __init__(self, source, indices):
+    self._source, self._indices = source, np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, index: int):
+    return self._source[int(self._indices[index])]
+
+  def __repr__(self) -> str:
+    return f"Subset({len(self)} of {len(self._source)} examples of {self._source!r})"
+
+
+#: The labelled subset of ``probe.train_examples`` is the same for every run and seed.
+PROBE_SUBSET_SEED = 0
+
+
+def probe_sources(config: ml_collections.ConfigDict) -> dict[str, object]:
+  """``{'train' | 'validation' | 'test': source}`` of a linear probe: ``data.train_split``,
+  ``data.val_split`` and ``data.test_split``, the training split cut to ``probe.train_examples``
+  images (when not 0) drawn at random without replacement (seed :data:`PROBE_SUBSET_SEED`, kept
+  in the split's order): the labels a probe reads when pretraining saw every image.
+
+  Raises:
+    ValueError: ``probe.train_examples`` exceeds the training split.
+  """
+  d = config.data
+  sources = {"train": split_source(config, d.train_split),
+             "validation": split_source(config, d.val_split),
+             "test": split_source(config, d.test_split)}
+  wanted, total = config.probe.train_examples, len(sources["train"])
+  if wanted > total:
+    raise ValueError(f"config.probe.train_examples={wanted} exceeds the {total:,} images of "
+                     f"split {d.train_split!r} of {dataset_name(config)}: give at most {total} "
+                     "(0 for all).")
+  if wanted:
+    chosen = np.random.default_rng(PROBE_SUBSET_SEED).choice(total, size=wanted, replace=False)
+    sources["train"] = Subset(sources["train"], np.sort(chosen))
+  return sources
 
 
 def dataset_name(config: ml_collections.ConfigDict) -> str:

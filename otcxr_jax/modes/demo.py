@@ -5,7 +5,8 @@
 3. extracts frozen features (``probe.readout``) of the pretrained encoder and the floors: the same encoder at
    its random initialisation (with BatchNorm: statistics as initialised, and re-estimated on
    the training images), and raw downsampled pixels;
-4. trains linear probes (weight decay chosen on validation), evaluates test once;
+4. trains linear probes (weight decay chosen on validation) on the labels of the training split or
+   of ``probe.train_examples`` of its images, evaluates test once;
 5. writes ``<workdir>/report.md``, ``metrics.json`` and PNG plots, and the same numbers and
    plots to TensorBoard (``<workdir>/tensorboard/demo``).
 """
@@ -32,11 +33,6 @@ from otcxr_jax.training.distributed import print0
 from otcxr_jax.training.progress import format_duration
 
 
-def _splits(config) -> dict[str, str]:
-  d = config.data
-  return {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
-
-
 def probe_features(config: ml_collections.ConfigDict, fns: dict, sources) -> dict:
   """``{name: {split: (features, labels)}}`` for every feature function of ``fns``, all computed
   in one read of each split."""
@@ -52,11 +48,11 @@ def probe_features(config: ml_collections.ConfigDict, fns: dict, sources) -> dic
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start = time.time()
   workdir = epath.Path(workdir)
+  sources = datasets.probe_sources(config)  # a bad probe.train_examples stops before pretraining
   pre = pretrain.run(config, str(workdir))
   pretrain_seconds = time.time() - start
   model = pre.model()
 
-  sources = {k: datasets.split_source(config, split) for k, split in _splits(config).items()}
   class_names = datasets.class_names(config)
   print0("[demo] extracting features: " +
          ", ".join(f"{k} {len(v):,}" for k, v in sources.items()))
@@ -100,7 +96,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       summary[name]["otcxr_minus_this"] = dict(difference=diff, ci95=[low, high])
   # Does the pretrained encoder's output carry the image or only the position?
   # (evaluation/diagnostics.py), on up to 512 training images.
-  spread = {name: diagnostics.feature_spread(net.encoder, sources["train"],
+  train_images = datasets.split_source(config, config.data.train_split)
+  spread = {name: diagnostics.feature_spread(net.encoder, train_images,
                                              image_size=config.data.image_size,
                                              batch_size=config.probe.batch_size).as_dict()
             for name, net in (("OTCXR", model), ("random init", random_model))}
@@ -114,7 +111,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "pretrain_steps": config.train.num_steps,
       "pretrain_seconds": pretrain_seconds,
       "total_seconds": time.time() - start,
-      "num_images": {k: len(v) for k, v in sources.items()},
+      "num_images": {k: len(v) for k, v in sources.items()},  # the probes'
+      "pretrain_images": len(train_images),
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
   }
   if jax.process_index() == 0:

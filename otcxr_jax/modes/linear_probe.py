@@ -7,7 +7,8 @@ raw pixels).
    the images downsampled to ``probe.pixel_floor_size`` are the features (the demo's raw-pixel
    floor, for any dataset);
 2. frozen features of the train, validation and test splits (``probe.readout``: pooled, or the
-   dense map flattened; pixels: flattened);
+   dense map flattened; pixels: flattened), the training split cut to ``probe.train_examples``
+   labelled images when set (``datasets.probe_sources``);
 3. a multi-label linear head per weight decay of ``config.probe.weight_decays``, the one with the
    best validation mean AUC kept, the test split evaluated once with it;
 4. ``<workdir>/metrics.json`` (per-class and mean AUC with bootstrap 95% intervals; for an
@@ -41,12 +42,9 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
                     run_name: str = RUN_NAME) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """``{'train' | 'validation' | 'test': (features (N, F), labels (N, K))}``."""
   d = config.data
-  splits = {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
   fn = features.feature_fn(encoder, d.image_size, config.probe.readout)
-  out = {}
-  for name, split in splits.items():
-    out[name] = features.extract(fn, datasets.split_source(config, split),
-                                 batch_size=config.probe.batch_size)
+  out = {name: features.extract(fn, source, batch_size=config.probe.batch_size)
+         for name, source in datasets.probe_sources(config).items()}
   print0(f"[{run_name}] features: " +
          ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))
   return out
@@ -55,11 +53,10 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
 def pixel_features(config: ml_collections.ConfigDict, *, run_name: str = RUN_NAME
                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """The raw-pixel floor: each split's images downsampled to ``probe.pixel_floor_size``."""
-  d, p = config.data, config.probe
-  splits = {"train": d.train_split, "validation": d.val_split, "test": d.test_split}
-  out = {name: features.downsampled_pixels(datasets.split_source(config, split),
-                                           size=p.pixel_floor_size, batch_size=p.batch_size)
-         for name, split in splits.items()}
+  p = config.probe
+  out = {name: features.downsampled_pixels(source, size=p.pixel_floor_size,
+                                           batch_size=p.batch_size)
+         for name, source in datasets.probe_sources(config).items()}
   print0(f"[{run_name}] raw pixels at {p.pixel_floor_size}x{p.pixel_floor_size}: " +
          ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))
   return out

@@ -93,6 +93,24 @@ def _demo_comparisons(result: Mapping) -> tuple[str, list, list]:
   return verdict, comparison_rows, spread_rows
 
 
+def _labelled(config, result: Mapping) -> str:
+  """What the probes were trained on: every training image's labels, or a subset's."""
+  n = result["num_images"]
+  pretrained_on = result.get("pretrain_images", n["train"])
+  if config.probe.train_examples:
+    return (f"trained on the labels of {n['train']:,} of the {pretrained_on:,} training images "
+            f"(a fixed random subset, `probe.train_examples`; pretraining read all "
+            f"{pretrained_on:,} without labels)")
+  return f"trained on the labels of all {n['train']:,} training images"
+
+
+def _images(result: Mapping) -> str:
+  n = result["num_images"]
+  pretrained_on = result.get("pretrain_images", n["train"])
+  return (f"{pretrained_on:,} training images; probes: {n['train']:,} training, "
+          f"{n['validation']:,} validation, {n['test']:,} test images")
+
+
 def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Mapping,
                       history, probes: Mapping, class_names: Sequence[str], pairs) -> epath.Path:
   workdir = epath.Path(workdir)
@@ -141,7 +159,7 @@ def write_demo_report(workdir, *, config: ml_collections.ConfigDict, result: Map
   text = f"""# OTCXR demo report
 
 OTCXR pretraining{" with an image-level term (below)" if config.objective.global_weight else ""} on the synthetic chest X-ray dataset (`{d.name}/{dataset_config}`), then linear
-probes on {readout}. **{verdict}**
+probes on {readout}, {_labelled(config, result)}. **{verdict}**
 
 The floors: {floors_md}, and raw pixels downsampled to
 {config.probe.pixel_floor_size}x{config.probe.pixel_floor_size}.
@@ -171,7 +189,7 @@ OTCXR minus each floor, paired bootstrap over the same test images (500 resample
   gradient `{config.objective.grad_mode}`{_beyond_the_paper(config.objective)}
 - {t.num_steps} steps of batch {t.batch_size} at {d.image_size}x{d.image_size},
   optimiser `{config.optim.name}`; {format_duration(result['pretrain_seconds'])} on
-  {result['devices']}; images: {result['num_images']}
+  {result['devices']}; {_images(result)}
 - final: loss {_fmt(last.get('loss'))}, L_OT {_fmt(last.get('ot'))}, variance
   {_fmt(last.get('var'))}, covariance {_fmt(last.get('cov'))}, Sinkhorn marginal error
   {_fmt(last.get('marginal_error'))}, plan entropy {_fmt(last.get('plan_entropy'))}{global_md}

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 def test_demo_writes_comparisons_and_diagnostics(tmp_path):
   config = tiny_config(tmp_path / "data", mode="demo")
   config.train.tensorboard = True
+  config.probe.train_examples = 12  # the probes read the labels of 12 training images
   workdir = tmp_path / "demo"
   result = demo.run(config, str(workdir))
   saved = json.loads((workdir / "metrics.json").read_text())
@@ -55,3 +56,6 @@ def test_demo_writes_comparisons_and_diagnostics(tmp_path):
     auc = saved["probes"][name]["test_mean_auc"]
     assert cell == (f"**{auc:.3f}**" if auc == best else f"{auc:.3f}"), (name, cell)
   assert result["probes"] == saved["probes"]
+  assert saved["num_images"]["train"] == 12 and saved["pretrain_images"] > 12
+  assert (f"trained on the labels of 12 of the {saved['pretrain_images']:,} training images"
+          in report)
