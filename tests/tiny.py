@@ -29,6 +29,7 @@ def tiny_config(data_dir, *, mode: str = "pretrain"):
   c.probe.batch_size = 8
   c.probe.num_steps = 4
   c.probe.weight_decays = (1e-3,)
+  c.probe.train_examples = 0  # every training image of the tiny cohort
   c.probe.pixel_floor_size = 4
   c.finetune.linear_probe_epochs = 5.0
   c.report.num_correspondences = 3
