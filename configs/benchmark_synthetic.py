@@ -168,6 +168,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
   c.objective.teacher_tau = 0.0
   c.objective.varcov_per_position = False
   c.probe.readout = "pooled"
+  c.probe.train_examples = 0  # every training image's labels (the demo's probes read 10,000)
   c.train.tensorboard = False  # the metric logs (<workdir>/metrics/*.jsonl) are kept
   c.data.config = "128"
   c.data.image_size = 128  # 8x8 dense map: the demo's ImageNet stem and three stages, stride 16

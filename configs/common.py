@@ -99,8 +99,9 @@ def evaluation_config(mode: str, dataset: str) -> ml_collections.ConfigDict:
   """The defaults of ``config_lib.base_config`` with the evaluation's mode and dataset.
 
   The real datasets are read at 224x224 with 8 reader threads; the synthetic evaluations read the
-  demo's dataset and use its linear-probe settings (``probe``: the demo's learning rate and
-  steps), the data and probe the demo's own linear probe was measured with.
+  demo's dataset and use its linear-probe settings (``probe``: the demo's learning rate, steps,
+  grid and labelled training images), the data and probe the demo's own linear probe was
+  measured with.
   """
   c = config_lib.base_config()
   c.mode = mode

@@ -24,6 +24,7 @@ TINY = ["--config.data.config=32", "--config.data.image_size=32",
         "--config.objective.num_iters=5", "--config.train.tensorboard=False",
         "--config.train.log_every=1", "--config.probe.batch_size=8", "--config.probe.num_steps=4",
         "--config.probe.weight_decays=(0.001,)", "--config.probe.init=random",
+        "--config.probe.train_examples=12",  # the probes' labelled subset (configs/demo.py's)
         "--config.probe.checkpoint_dir="]  # no run named: the network is the config's own
 MODES = {
     "linear_probe": [],
