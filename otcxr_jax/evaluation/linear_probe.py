@@ -83,7 +83,8 @@ def train_head(train_x: np.ndarray, train_y: np.ndarray, *, workdir, name: str,
   warm-up over 5% of ``num_steps`` and cosine decay; the head starts at N(0, 0.01²) (seed
   ``seed``), the batch is ``batch_size`` capped to the number of examples.
   ``hooks`` are called every ``hook_every`` steps (``loop.run``'s periodic evaluators; 0: never).
-  Fine-tuning's linear-probe stage (``modes/finetune.py``) trains its heads with this function.
+  The probe and fine-tuning's linear-probe stage (``modes/finetune.py``) train their grids side
+  by side with :func:`train_heads`, which gives these heads.
   """
   head = LinearClassifier(train_x.shape[1], train_y.shape[1], rngs=nnx.Rngs(seed))
   result = _train(head, penalised_bce(weight_decay), train_x, train_y, workdir=workdir,

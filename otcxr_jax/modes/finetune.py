@@ -19,10 +19,10 @@ validation, tested once.
    computed once and whitened like the frozen linear probe's (``probe.whiten``, default True:
    nearly collinear pretrained features otherwise leave a fixed budget of first-order steps
    short of the logistic regression's optimum, docs/results.md), trained by
-   ``linear_probe.train_head`` (AdamW, the linear probe's ``probe.batch_size`` and
+   ``linear_probe.train_heads`` (AdamW, the linear probe's ``probe.batch_size`` and
    ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs, and at least the frozen
-   probe's ``probe.num_steps`` steps (:func:`linear_probe_budget`), from N(0, 0.01²) for each
-   weight decay of ``probe.weight_decays``; the head of best validation mean AUC is kept with
+   probe's ``probe.num_steps`` steps (:func:`linear_probe_budget`), from N(0, 0.01²), one head per
+   weight decay of ``probe.weight_decays`` side by side; the head of best validation mean AUC is kept with
    its whitening as the head's fixed projection (``finetune.whitened_head``, the default), or
    folded into its weights (the head then an affine map of the standardised features).
    ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
