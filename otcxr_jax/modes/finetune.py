@@ -23,8 +23,9 @@ validation, tested once.
    ``probe.learning_rate``) for ``finetune.linear_probe_epochs`` epochs, and at least the frozen
    probe's ``probe.num_steps`` steps (:func:`linear_probe_budget`), from N(0, 0.01²), one head per
    weight decay of ``probe.weight_decays`` side by side; the head of best validation mean AUC is
-   kept with its whitening as the head's fixed projection (``finetune.whitened_head``, the default), or
-   folded into its weights (the head then an affine map of the standardised features).
+   kept with its whitening as the head's fixed projection (``finetune.whitened_head``, the
+   default), or folded into its weights (the head then an affine map of the standardised
+   features).
    ``linear_probe_epochs=0`` skips the stage (the head stays at N(0, 0.01²)).
 3. *Stage 2, fine-tuning* of the whole network from that head on ``finetune.split``
    (``'train_1pct'``, ``'train_10pct'`` or ``'train'``, the nested patient-level label fractions
@@ -292,8 +293,8 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   per weight decay of ``config.probe.weight_decays`` is trained, side by side, by
   ``linear_probe.train_heads`` (``probe.batch_size``, ``probe.learning_rate``, seed
   ``config.seed``: the heads the frozen linear probe trains on these features) for
-  :func:`linear_probe_budget`'s steps, each head's validation mean AUC recorded every ``eval_every`` steps; the head of best final validation mean AUC wins
-  (the first on ties or when none is defined), folded back to an affine map of the standardised
+  :func:`linear_probe_budget`'s steps, each head's validation mean AUC recorded every
+  ``eval_every`` steps; the head of best final validation mean AUC wins (the first on ties or when none is defined), folded back to an affine map of the standardised
   features (``whitening.fold``), so stage 2 starts from the probe's own solution with the
   head's parameterisation unchanged. Checkpoints and curves are kept under
   ``<workdir>/linear_probe``, so an interrupted stage resumes.
