@@ -295,9 +295,10 @@ def train_linear_probe(config: ml_collections.ConfigDict, head: LinearClassifier
   ``config.seed``: the heads the frozen linear probe trains on these features) for
   :func:`linear_probe_budget`'s steps, each head's validation mean AUC recorded every
   ``eval_every`` steps; the head of best final validation mean AUC wins (the first on ties or
-  when none is defined), folded back to an affine map of the standardised features (``whitening.fold``), so stage 2 starts from the probe's own solution with the
-  head's parameterisation unchanged. Checkpoints and curves are kept under
-  ``<workdir>/linear_probe``, so an interrupted stage resumes.
+  when none is defined), folded back to an affine map of the standardised features
+  (``whitening.fold``), so stage 2 starts from the probe's own solution with the head's
+  parameterisation unchanged. Checkpoints and curves are kept under ``<workdir>/linear_probe``,
+  so an interrupted stage resumes.
   """
   p = config.probe
   (tx, ty), (vx, vy) = train, validation
