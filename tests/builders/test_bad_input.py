@@ -7,9 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from builders import dicom_writer, helpers, layouts
 from tfds_builders import nih_chest_xray14, rsna_pneumonia, siim_acr_pneumothorax, vinbig_cxr
+from tfds_builders.cxr_base import parallel
 from tfds_builders.cxr_base import (AnnotationError, BuildError, BuildReport, ManualDirError,
                                     splits)
 
@@ -330,3 +332,26 @@ def test_masks_stay_within_images(download, tmp_path):
   report = BuildReport.read(pathlib.Path(builder.data_dir))
   assert [s["image_id"] for s in report.skipped] == [image_id]
   assert "mask of shape (512, 512)" in report.skipped[0]["reason"]
+
+
+def test_worker_processes_write_the_same_files_and_report(download, tmp_path, monkeypatch):
+  """Decoding in two spawned worker processes (``processes=2``) gives the files and the build
+  report of decoding in this one, unreadable images included."""
+  manual, truth = download("siim_acr_pneumothorax")
+  broken = _corrupt(truth, "siim_acr_pneumothorax")
+  monkeypatch.setattr(parallel, "MIN_RECORDS", 1)  # the fixture's few images go to the workers
+  built = {}
+  for processes in (1, 2):
+    data_dir = tmp_path / f"data_{processes}"
+    builder = siim_acr_pneumothorax.Builder(
+        config=siim_acr_pneumothorax.Builder.config_for(helpers.RESOLUTION),
+        data_dir=str(data_dir), processes=processes)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    path = pathlib.Path(builder.data_dir)
+    built[processes] = ({p.name: p.read_bytes() for p in path.glob("*.array_record-*")},
+                        BuildReport.read(path))
+  (files_1, report_1), (files_2, report_2) = built[1], built[2]
+  assert len(files_1) == 5 and files_1 == files_2
+  assert report_1 == report_2
+  assert [s["image_id"] for s in report_2.skipped] == sorted(broken)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from otcxr_jax.data import tfds_source
+from tfds_builders.cxr_base import parallel
 from tfds_builders.synthetic_cxr import phantom
 from tfds_builders.synthetic_cxr import CLASS_NAMES, Builder, SyntheticCxrConfig
 from tfds_builders.synthetic_cxr import synthetic_cxr_dataset_builder as scb
@@ -50,20 +51,34 @@ def test_building_and_reading_never_import_tensorflow(built):
   assert all(read["ids"][split] for split in SPLITS)
 
 
+def _records(data_dir: pathlib.Path) -> dict[str, bytes]:
+  """``{file name: bytes}`` of the tiny config's ArrayRecord files below ``data_dir``."""
+  paths = sorted((data_dir / "synthetic_cxr" / "tiny" / "1.0.0").glob("*.array_record-*"))
+  return {p.name: p.read_bytes() for p in paths}
+
+
 def test_rebuild_in_another_directory_is_byte_identical(built, tmp_path, capsys):
   first, _ = built
   tfds_source.ensure_built("synthetic_cxr", data_dir=tmp_path, config=SyntheticCxrConfig(**TINY))
-  a = sorted((first / "synthetic_cxr" / "tiny" / "1.0.0").glob("*.array_record-*"))
-  b = sorted((tmp_path / "synthetic_cxr" / "tiny" / "1.0.0").glob("*.array_record-*"))
-  assert [p.name for p in a] == [p.name for p in b] and len(a) == len(SPLITS)
-  for x, y in zip(a, b):
-    assert x.read_bytes() == y.read_bytes(), x.name
+  a, b = _records(first), _records(tmp_path)
+  assert list(a) == list(b) and len(a) == len(SPLITS)
+  for name in a:
+    assert a[name] == b[name], name
   # A prepared dataset is found, not rebuilt.
   capsys.readouterr()
-  mtimes = [p.stat().st_mtime_ns for p in b]
+  paths = sorted((tmp_path / "synthetic_cxr" / "tiny" / "1.0.0").glob("*.array_record-*"))
+  mtimes = [p.stat().st_mtime_ns for p in paths]
   tfds_source.ensure_built("synthetic_cxr", data_dir=tmp_path, config=SyntheticCxrConfig(**TINY))
   assert "found" in capsys.readouterr().out
-  assert [p.stat().st_mtime_ns for p in b] == mtimes
+  assert [p.stat().st_mtime_ns for p in paths] == mtimes
+
+
+def test_rendering_processes_write_the_same_bytes(built, tmp_path, monkeypatch):
+  first, _ = built
+  monkeypatch.setattr(parallel, "MIN_RECORDS", 1)  # the tiny cohort's images go to the workers
+  Builder(config=SyntheticCxrConfig(**TINY), data_dir=str(tmp_path),
+          processes=2).download_and_prepare()
+  assert _records(tmp_path) == _records(first)
 
 
 def test_splits_are_patient_disjoint_and_cover_the_cohort(built):

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tfds_builders.cxr_base import images, manual_dir, report, splits
+from tfds_builders.cxr_base import images, manual_dir, parallel, report, splits
 from tfds_builders.cxr_base.errors import AnnotationError, BuildError, OptionError
 
 RESOLUTIONS = (224, 256, 512)
@@ -128,7 +128,10 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   SPLIT_NOTE: ClassVar[str] = (
       "Seeded patient-disjoint split: 70% train, 15% validation, 15% test of the patients.")
 
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+  def __init__(self, *, file_format: str | None = None, processes: int | None = None,
+               **kwargs: Any):
+    """``processes``: decoding processes (``cxr_base.parallel.ExamplePool``; None: every core
+    for 1,000 images or more); the files are the same bytes for any number."""
     # A resolution without a predefined config (``config="64"``, as TFDS's build command passes
     # ``--config=64``) gets a config of its own, as ``config_for`` makes it.
     config = kwargs.get("config")
@@ -141,6 +144,8 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._outside: dict[str, dict[str, Any]] = {}
     self._fractions: dict[str, list[str]] | None = None
     self._failed_dir: epath.Path | None = None
+    self._processes = processes
+    self._pool: parallel.ExamplePool | None = None
 
   @classmethod
   def config_for(cls, name: str | int) -> ResolutionConfig:
@@ -263,15 +268,14 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _generate_examples(self, split: str, records: list[Record]):
     progress = report.Progress(f"{self.name}/{self.builder_config.name} {split}", len(records))
     written, skipped = 0, []
-    for done, record in enumerate(records, start=1):
-      try:
-        example, outside = self._example(record)
-      except Exception as e:  # noqa: BLE001 - an unreadable image is skipped and reported
+    made = self._pool.map(example_or_reason, records)
+    for done, (record, (result, reason)) in enumerate(zip(records, made), start=1):
+      if result is None:
         self._tally.skip(split)
         skipped.append(self._skipped.setdefault(record.image_id, {
-            "image_id": record.image_id, "path": str(record.path),
-            "reason": f"{type(e).__name__}: {e}"}))
+            "image_id": record.image_id, "path": str(record.path), "reason": reason}))
       else:
+        example, outside = result
         self._tally.add(split, patient_id=record.patient_id, labels=record.labels,
                         boxes=len(record.boxes), boxes_outside=outside.get("boxes", 0))
         if outside:
@@ -317,7 +321,12 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         error=error)
 
   def _download_and_prepare(self, dl_manager, download_config=None) -> None:
-    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    try:
+      # Worker processes hold copies of this builder (TFDS builders pickle as their arguments).
+      with parallel.ExamplePool(_same, (self,), processes=self._processes) as self._pool:
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    finally:
+      self._pool = None
     if self._report is None:  # TFDS generated nothing (max_examples_per_split=0)
       return
     done = self._final_report(error=None)
@@ -367,6 +376,19 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       example["mask"] = images.encode_png(images.resize_mask(mask, resolution))
     example.update(record.features)
     return example, outside
+
+
+def _same(builder: CxrBuilder) -> CxrBuilder:
+  return builder
+
+
+def example_or_reason(builder: CxrBuilder, record: Record
+                      ) -> tuple[tuple[dict[str, Any], dict[str, Any]] | None, str | None]:
+  """``(builder._example(record), None)``, or ``(None, why)`` for an unreadable image."""
+  try:
+    return builder._example(record), None  # pylint: disable=protected-access
+  except Exception as e:  # noqa: BLE001 - an unreadable image is skipped and reported
+    return None, f"{type(e).__name__}: {e}"
 
 
 def normalise_boxes(boxes: np.ndarray, frame: tuple[int, int]) -> np.ndarray:

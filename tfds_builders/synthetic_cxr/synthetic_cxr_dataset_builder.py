@@ -31,7 +31,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.core import example_serializer
 
-from tfds_builders.cxr_base import report, splits
+from tfds_builders.cxr_base import parallel, report, splits
 
 # Relative: TFDS's build command imports this package by its name (see __init__.py).
 from . import phantom
@@ -75,8 +75,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   BUILDER_CONFIGS = [SyntheticCxrConfig(name=str(r), resolution=r) for r in RESOLUTIONS]
   DEFAULT_CONFIG_NAME = "128"
 
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+  def __init__(self, *, file_format: str | None = None, processes: int | None = None,
+               **kwargs: Any):
+    """``processes``: rendering processes (``cxr_base.parallel.ExamplePool``; None: every core
+    for a cohort of 1,000 images or more); the files are the same bytes for any number."""
     super().__init__(file_format=file_format or "array_record", **kwargs)
+    self._processes = processes
+    self._pool: parallel.ExamplePool | None = None
 
   @classmethod
   def config_for(cls, name: str | int) -> SyntheticCxrConfig:
@@ -120,8 +125,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _download_and_prepare(self, dl_manager: tfds.download.DownloadManager,
                              download_config: tfds.download.DownloadConfig | None = None) -> None:
-    with canonical_serialization():
-      super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    cfg = self.builder_config
+    try:
+      with canonical_serialization(), parallel.ExamplePool(
+          renderer, (cfg.num_patients, cfg.seed, cfg.resolution),
+          processes=self._processes) as self._pool:
+        super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    finally:
+      self._pool = None
 
   def _split_seed(self) -> str:
     return f"synthetic_cxr/{self.builder_config.seed}"
@@ -136,27 +147,40 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     fractions = splits.label_fractions(patients, assignment["train"], seed=seed)
     # TFDS writes the splits in order: the fractions reuse the training split's examples.
     kept = {i: None for ids in fractions.values() for i in ids}
-    generators = {name: self._generate_examples(cohort, name, ids, kept)
+    generators = {name: self._generate_examples(name, ids, kept)
                   for name, ids in assignment.items()}
-    generators.update({name: self._generate_examples(cohort, name, ids, kept)
+    generators.update({name: self._generate_examples(name, ids, kept)
                        for name, ids in fractions.items()})
     return generators
 
-  def _generate_examples(self, cohort: phantom.Cohort, split: str, image_ids: list[str],
+  def _generate_examples(self, split: str, image_ids: list[str],
                          kept: dict[str, dict[str, Any] | None]
                          ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Examples of ``image_ids``; those whose id is a key of ``kept`` are stored there once made."""
-    render = phantom.Renderer(self.builder_config.resolution)
     progress = report.Progress(f"synthetic_cxr/{self.builder_config.name} {split}",
                                len(image_ids))
+    rendered = self._pool.map(render_example, [i for i in image_ids if kept.get(i) is None])
     for done, image_id in enumerate(image_ids, start=1):
       example = kept.get(image_id)
       if example is None:
-        example = to_example(render(cohort, image_index(image_id)), image_id)
+        example = next(rendered)
         if image_id in kept:
           kept[image_id] = example
       yield image_id, example
       progress.update(done)
+
+
+def renderer(num_patients: int, seed: int, resolution: int
+             ) -> tuple[phantom.Cohort, phantom.Renderer]:
+  """What ``render_example`` needs, made once in each rendering process."""
+  return phantom.sample_cohort(num_patients, seed), phantom.Renderer(resolution)
+
+
+def render_example(state: tuple[phantom.Cohort, phantom.Renderer], image_id: str
+                   ) -> dict[str, Any]:
+  """The example of ``image_id`` (an id of ``image_ids_by_patient``)."""
+  cohort, render = state
+  return to_example(render(cohort, image_index(image_id)), image_id)
 
 
 @contextlib.contextmanager
