@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from otcxr_jax import config_lib, errors
-from otcxr_jax.data import build_lock
+from otcxr_jax.data import build_lock, tfds_source
 from tfds_builders.cxr_base import BuildReport, CxrBuilder, manual_dir as manual_dir_lib
 
 REAL_DATASETS = ("nih_chest_xray14", "vinbig_cxr", "rsna_pneumonia", "siim_acr_pneumothorax")
@@ -72,6 +72,7 @@ def build_dataset(name: str, *, config: str, data_dir: str, manual_dir: str | No
       required file is missing), ``AnnotationError`` (a malformed annotation file), or no image
       of a split is readable (the report is saved all the same; the message says where).
   """
+  tfds_source.quiet_tfds()
   cls = builder_class(name)
   if manual_dir is None:
     raise config_lib.ConfigError(
@@ -108,7 +109,7 @@ def main(argv: Sequence[str]) -> None:
   own = argparse.ArgumentParser(add_help=False)
   own.add_argument("--verbosity", type=int, default=None)
   ours, rest = own.parse_known_args(list(argv))
-  tfds.disable_progress_bar()  # the builders print progress lines of their own
+  tfds_source.quiet_tfds()  # the builders print progress lines of their own
   try:
     simple_parsing.parse(tfds_build.Args, args=rest).execute()
   except (errors.UserError, *errors.external_expected()) as e:

@@ -11,6 +11,7 @@ given by name (``"128"``), by a ``BuilderConfig`` instance, or, for builders wit
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import time
 from typing import Any, Mapping
@@ -19,6 +20,27 @@ import tensorflow_datasets as tfds
 
 from otcxr_jax.data import build_lock
 from otcxr_jax.training.distributed import print0
+
+#: TFDS warnings about what this project does on purpose, left out of the log: configs made for
+#: any resolution or cohort (``config_for``), looking for a dataset before it is built, decoding
+#: PNG with Pillow (OpenCV is no dependency).
+EXPECTED_TFDS_WARNINGS = ("Using custom data configuration", "Variant folder %s has no",
+                          "OpenCV is not installed")
+
+
+class _DropExpectedWarnings(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(EXPECTED_TFDS_WARNINGS)
+
+
+def quiet_tfds() -> None:
+  """Keeps TFDS's progress bars (the builders print their own lines: images/s, ETA) and
+  ``EXPECTED_TFDS_WARNINGS`` out of the log; other TFDS warnings still show."""
+  tfds.disable_progress_bar()
+  absl_logger = logging.getLogger("absl")  # TFDS logs through absl
+  if not any(isinstance(f, _DropExpectedWarnings) for f in absl_logger.filters):
+    absl_logger.addFilter(_DropExpectedWarnings())
 
 
 def data_source(name: str, split: str, *, data_dir: str | os.PathLike,
@@ -100,6 +122,7 @@ def _builder(name: str, *, data_dir: str | os.PathLike,
   if not isinstance(name, str) or not name or "/" in name or ":" in name:
     raise ValueError(f"name must be a bare dataset name such as 'synthetic_cxr' (the config goes "
                      f"in `config`), got {name!r}")
+  quiet_tfds()
   cls = _builder_class(name)
   if isinstance(config, (str, int)) and hasattr(cls, "config_for"):
     config = cls.config_for(config)

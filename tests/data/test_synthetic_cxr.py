@@ -2,6 +2,7 @@
 rebuilds, patient-disjoint splits, records equal to the phantoms they store, configs, errors."""
 
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -79,6 +80,18 @@ def test_rendering_processes_write_the_same_bytes(built, tmp_path, monkeypatch):
   Builder(config=SyntheticCxrConfig(**TINY), data_dir=str(tmp_path),
           processes=2).download_and_prepare()
   assert _records(tmp_path) == _records(first)
+
+
+def test_a_build_prints_its_own_progress_not_tfds_bars_or_expected_warnings(tmp_path, capsys,
+                                                                            caplog):
+  caplog.set_level(logging.WARNING)
+  tfds_source.ensure_built("synthetic_cxr", data_dir=tmp_path, config=SyntheticCxrConfig(**TINY))
+  err = capsys.readouterr().err
+  assert "synthetic_cxr/tiny train: " in err and "images/s, ETA" in err
+  assert "Generating" not in err and "Shuffling" not in err
+  expected = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith(("Using custom data configuration", "Variant folder"))]
+  assert expected == []
 
 
 def test_splits_are_patient_disjoint_and_cover_the_cohort(built):
