@@ -49,7 +49,9 @@ validation, tested once.
    (``training/selection.BestStateHook``); ``finetune.patience`` evaluations without improvement
    stop the run (0: never), so a budget past convergence ends where the validation curve
    flattens.
-5. *Test*: the best state scores the test split once; ``<workdir>/metrics.json`` holds the
+5. *Test*: the best state scores the test split once; so does the stage-2 start, only for the
+   report (``linear_probe_stage``: its test mean AUC, and fine-tuning minus it with a paired
+   bootstrap interval; not for selection). ``<workdir>/metrics.json`` holds the
    per-class and mean AUC with bootstrap 95% intervals, the label fraction, the best step, the
    encoder's origin, the step budgets and both stages' validation curves (``linear_probe``: per
    weight decay, by stage-1 step; ``validation_mean_auc_by_step``: stage 2), plotted against
@@ -493,6 +495,9 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              mesh=mesh)
   hook = selection.BestStateHook(workdir, RUN_NAME, validation_evaluator(scorer, validation),
                                  metric=SELECTION_METRIC, patience=f.patience)
+  # The stage-2 start (stage 1's classifier) on test, only to report fine-tuning's gain over it;
+  # selection reads validation alone.
+  start_scores = scorer(nnx.clone(model), test)[0] if lp else None
   print0(f"[{RUN_NAME}] {config.model.encoder} ({models.count_params(model):,} parameters), "
          f"{', '.join(f'{k} {v}' for k, v in origin.items())}; {len(train):,} training images "
          f"({f.split}), batch {f.batch_size}, {budget.num_steps} steps "
@@ -529,6 +534,8 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   scores, labels = scorer(state_lib.eval_model(graphdef, best), test)
   test_summary = summary.auc_summary(labels, scores, class_names, seed=config.seed)
+  stage = None if start_scores is None else versus_linear_probe_stage(
+      labels, scores, start_scores, class_names, seed=config.seed)
   curve = {str(e["step"]): _finite_or_none(e[SELECTION_METRIC]) for e in record.evaluations}
   plot = None
   if jax.process_index() == 0:
@@ -551,6 +558,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "warmup_steps": budget.warmup_steps,
       "patience": f.patience,
       "linear_probe": lp or None,
+      "linear_probe_stage": stage,
       "validation_curve_png": plot,
       "optimizer": f.optimizer,
       "encoder_learning_rate": f.encoder_learning_rate,
@@ -563,7 +571,24 @@ def _run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   }
   path = summary.write_metrics(workdir, out, tensorboard=config.train.tensorboard)
   score_files.save_scores(workdir, labels, scores, class_names)
+  gain = ""
+  if stage is not None and stage["fine_tuned_minus_it_ci95"] is not None:
+    low, high = stage["fine_tuned_minus_it_ci95"]
+    gain = (f"\n[{RUN_NAME}] its linear-probe stage (the stage-2 start): test mean AUC "
+            f"{stage['test_mean_auc']:.3f}; fine-tuning minus it "
+            f"{stage['fine_tuned_minus_it']:+.3f} [{low:+.3f}, {high:+.3f}] (paired, test images)")
   print0(f"[{RUN_NAME}] {origin['init']} encoder, {f.split}: best validation mean AUC "
          f"{record.best_value:.3f} at step {record.best_step}\n"
-         f"{summary.auc_table({'test': test_summary})}\n[{RUN_NAME}] metrics: {path}")
+         f"{summary.auc_table({'test': test_summary})}{gain}\n[{RUN_NAME}] metrics: {path}")
   return out
+
+
+def versus_linear_probe_stage(labels: np.ndarray, scores: np.ndarray, start_scores: np.ndarray,
+                              class_names: Sequence[str], *, seed: int) -> dict:
+  """The linear-probe stage's test mean AUC with its bootstrap interval, and the fine-tuned
+  classifier's minus it with a paired bootstrap interval over the same test images."""
+  start = summary.auc_summary(labels, start_scores, class_names, seed=seed)
+  diff, low, high = metrics.paired_mean_auc_difference(labels, scores, start_scores, seed=seed)
+  interval = None if math.isnan(low) else [low, high]  # NaN: no class defined in a resample
+  return {"test_mean_auc": start["mean_auc"], "test_mean_auc_ci95": start["mean_auc_ci95"],
+          "fine_tuned_minus_it": _finite_or_none(diff), "fine_tuned_minus_it_ci95": interval}

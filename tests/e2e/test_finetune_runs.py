@@ -136,7 +136,9 @@ def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
 
   test_source = datasets.split_source(config, config.data.test_split)
   size = config.data.image_size
-  assert scored == [len(test_source)]  # validation went through the evaluator; test once
+  # Validation went through the evaluator; test twice: the selected state, and the stage-2
+  # start only for the report.
+  assert scored == [len(test_source)] * 2
   assert result["best_step"] == 2 and result["validation_mean_auc"] == 0.9
   assert result["stopped_early"] and result["validation_mean_auc_by_step"] == {
       "0": 0.5, "1": 0.6, "2": 0.9, "3": 0.7}
@@ -160,9 +162,22 @@ def test_selection_keeps_best_state_and_tests_it_once(root, monkeypatch):
   scored.clear()
   monkeypatch.setattr(classifier, "pooled_features", lambda *a, **k: pytest.fail("recomputed"))
   again = finetune.run(config, str(workdir))
-  assert scored == [len(test_source)]
+  assert scored == [len(test_source)] * 2
   assert ckpt_lib.latest_checkpoint(workdir / "checkpoints/finetune", source="")[1] == 3
   assert again["test"] == result["test"] and again["best_step"] == 2
+  assert again["linear_probe_stage"] == result["linear_probe_stage"]
+  # The stage-2 start's test scores: those of the classifier stage 1 gave (finetune_start.npz).
+  start = finetune.initial_classifier(
+      config, finetune.initial_encoder(config)[0], labels.shape[1],
+      datasets.split_source(config, config.finetune.split),
+      datasets.split_source(config, config.data.val_split), workdir)[0]
+  start_scores, _ = classifier.predict(start, test_source, image_size=size, batch_size=4)
+  stage = result["linear_probe_stage"]
+  assert stage["test_mean_auc"] == pytest.approx(metrics.mean_auc(labels, start_scores))
+  difference = metrics.mean_auc(labels, best_scores) - metrics.mean_auc(labels, start_scores)
+  assert stage["fine_tuned_minus_it"] == pytest.approx(difference, abs=1e-6)
+  low, high = stage["fine_tuned_minus_it_ci95"]
+  assert low <= stage["fine_tuned_minus_it"] <= high
 
 
 def test_start_from_a_finetuning_checkpoint(root):
@@ -333,6 +348,7 @@ def test_without_linear_probe_stage_the_head_starts_at_its_init(root):
   workdir = root / "no_linear_probe"
   result = finetune.run(config, str(workdir))
   assert result["linear_probe"] is None and not (workdir / finetune.LINEAR_PROBE_RECORD).exists()
+  assert result["linear_probe_stage"] is None
   start = np.load(workdir / finetune.START_FILE)
   initial = classifier.build_classifier(config, len(datasets.class_names(config)))
   np.testing.assert_array_equal(start["kernel"], initial.head.linear.kernel[...])
