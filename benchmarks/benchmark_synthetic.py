@@ -36,6 +36,7 @@ import json
 import os
 import pathlib
 import pickle
+import shlex
 import sys
 import time
 from typing import Mapping
@@ -260,7 +261,19 @@ def main(argv: list[str]) -> None:
   except ValueError as e:
     print(f"Invalid benchmark config: {e}", file=sys.stderr)
     sys.exit(2)
-  run(config, _WORKDIR.value)
+  sys.exit(run_resumable(config, _WORKDIR.value, sys.argv[1:]))
+
+
+def run_resumable(config: ml_collections.ConfigDict, workdir: str, args: list[str]) -> int:
+  """``run``; stopped by SIGTERM (``loop.Preempted``: its checkpoint saved), it says how to
+  resume instead of a traceback. Returns the exit status."""
+  from otcxr_jax.training import loop  # pylint: disable=import-outside-toplevel
+  try:
+    run(config, workdir)
+  except loop.Preempted as e:
+    command = " ".join(["python benchmarks/benchmark_synthetic.py", *map(shlex.quote, args)])
+    print(f"{e}. The same command resumes the benchmark where it stopped: {command}", flush=True)
+  return 0
 
 
 def config_argv(argv: list[str]) -> list[str]:

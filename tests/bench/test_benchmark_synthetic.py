@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import benchmark_synthetic, synthetic_report
+from otcxr_jax.training import loop
 from configs import benchmark_synthetic as benchmark_config
 
 RUNS = ("otcxr", "vicreg", "otcxr_location_mse")
@@ -343,3 +344,17 @@ def test_raw_pixels_reference_is_a_linear_probe_of_pixels(tmp_path):
   with config.unlocked():
     config.benchmark.evaluations = ("knn",)
   assert [e for row, e in synthetic_report.layout(config) if row == "raw_pixels"] == []
+
+
+def test_a_preempted_benchmark_says_how_to_resume(tmp_path, monkeypatch, capsys):
+  def preempted(config, workdir):
+    raise loop.Preempted(62, tmp_path / "runs/vicreg/seed0/pretrain/checkpoints/pretrain")
+
+  monkeypatch.setattr(benchmark_synthetic, "run", preempted)
+  args = ["--workdir", str(tmp_path), "--config.benchmark.runs=('otcxr', 'vicreg')"]
+  status = benchmark_synthetic.run_resumable(_config(tmp_path), str(tmp_path), args)
+  out = capsys.readouterr().out
+  assert status == 0 and "preempted at step 62; checkpoint saved in" in out
+  assert out.strip().endswith("resumes the benchmark where it stopped: python "
+                              f"benchmarks/benchmark_synthetic.py --workdir {tmp_path} "
+                              "'--config.benchmark.runs=('\"'\"'otcxr'\"'\"', '\"'\"'vicreg'\"'\"')'")
