@@ -82,7 +82,7 @@ otcxr_grad_implicit   implicit differentiation of the Sinkhorn fixed point
                       (``objective.grad_mode='implicit'``)
 otcxr_image_byol      the demo's objective: an image-level BYOL term beside the dense terms,
                       whose variance/covariance are taken at each cell
-                      (``objective.global_weight=100``, ``objective.teacher_tau=0.996``,
+                      (``objective.global_weight=100``, ``objective.teacher_tau=0.98``,
                       ``objective.varcov_per_position=True``)
 image_byol_only       that term alone (``objective.alpha = beta = eta = 0``): what the dense
                       terms add to it
