@@ -131,7 +131,7 @@ class CxrBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def __init__(self, *, file_format: str | None = None, processes: int | None = None,
                **kwargs: Any):
     """``processes``: decoding processes (``cxr_base.parallel.ExamplePool``; None: every core
-    for 1,000 images or more); the files are the same bytes for any number."""
+    for a split of 1,000 images or more); the files are the same bytes for any number."""
     # A resolution without a predefined config (``config="64"``, as TFDS's build command passes
     # ``--config=64``) gets a config of its own, as ``config_for`` makes it.
     config = kwargs.get("config")

@@ -78,7 +78,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def __init__(self, *, file_format: str | None = None, processes: int | None = None,
                **kwargs: Any):
     """``processes``: rendering processes (``cxr_base.parallel.ExamplePool``; None: every core
-    for a cohort of 1,000 images or more); the files are the same bytes for any number."""
+    for a split of 1,000 images or more); the files are the same bytes for any number."""
     super().__init__(file_format=file_format or "array_record", **kwargs)
     self._processes = processes
     self._pool: parallel.ExamplePool | None = None
