@@ -114,6 +114,7 @@ def evaluation_config(config: ml_collections.ConfigDict, evaluation: str,
   e = EVALUATIONS[evaluation]
   c = copy_config(config)
   c.mode = e.mode
+  apply_overrides(c, e.fields, f"evaluation {evaluation!r}")
   init = init or ("random" if checkpoint_dir is None else "pretrained")
   if e.mode == "localize":
     l = c.localize

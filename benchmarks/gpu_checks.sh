@@ -15,7 +15,8 @@
 #   benchmark the synthetic benchmark at its GPU scale (configs/benchmark_synthetic.py:gpu) in
 #             OUTDIR/benchmark_gpu, the runs of BENCHMARK_RUNS (default: the six methods) for
 #             BENCHMARK_SEEDS seeds (default 1), evaluations of BENCHMARK_EVALUATIONS (default: the
-#             linear probe); then OUTDIR/benchmark_gpu.tgz holds its results without checkpoints.
+#             linear probes of the pooled features and of the dense map); then
+#             OUTDIR/benchmark_gpu.tgz holds its results without checkpoints.
 #             A run or evaluation whose metrics.json is there is skipped: unpack an earlier
 #             archive into OUTDIR/benchmark_gpu to go on from it.
 #
@@ -57,7 +58,7 @@ print(next(c['jax_images_per_s'] for c in cases if c['precision'] == 'bfloat16')
       --workdir "$out/benchmark_gpu" --config.data.data_dir="${TFDS_DATA_DIR:-/tmp/tfds}" \
       "--config.benchmark.runs=$runs" --config.benchmark.seeds="${BENCHMARK_SEEDS:-1}" \
       "--config.benchmark.references=('random_init','raw_pixels')" \
-      "--config.benchmark.evaluations=${BENCHMARK_EVALUATIONS:-('linear_probe',)}" "$@" \
+      "--config.benchmark.evaluations=${BENCHMARK_EVALUATIONS:-('linear_probe','linear_probe_map')}" "$@" \
       || status=$?
     tar czf "$out/benchmark_gpu.tgz" -C "$out" --exclude=checkpoints --exclude=jax_cache benchmark_gpu
     exit "${status:-0}" ;;

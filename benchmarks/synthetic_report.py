@@ -57,6 +57,8 @@ class Evaluation:
       of its first column (None: the evaluation has none).
     scores: the mode saves its test scores (``evaluation/score_files.py``), which the paired
       comparisons of the report read.
+    fields: the config fields the evaluation sets beyond the shared config (nested, as
+      ``benchmark_runs``), e.g. the probe's readout.
   """
 
   mode: str
@@ -65,6 +67,7 @@ class Evaluation:
   requires: str | None = None
   per_class: Callable[[Mapping[str, Any]], Mapping[str, float | None]] | None = None
   scores: bool = False
+  fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
@@ -74,6 +77,11 @@ def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
 EVALUATIONS: dict[str, Evaluation] = {
     "linear_probe": Evaluation("linear_probe", {"linear probe AUC": _test_auc},
                                per_class=_test_per_class_auc, scores=True),
+    # The same probe of the dense map flattened (h x w cells x C channels): a linear readout that
+    # keeps where things are, as the demo's probe (configs/demo.py).
+    "linear_probe_map": Evaluation("linear_probe", {"linear probe AUC (dense map)": _test_auc},
+                                   per_class=_test_per_class_auc, scores=True,
+                                   fields={"probe": {"readout": "map"}}),
     "knn": Evaluation("knn", {"kNN AUC": _test_auc}, per_class=_test_per_class_auc),
     "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct",
                                 per_class=_test_per_class_auc, scores=True),

@@ -39,7 +39,9 @@ pretraining step ran at about 116 images/s at 64x64; four times the pixels make 
 images/s, about 7 minutes per pretraining run, and the 2.5-fold larger cohort lengthens every
 evaluation that reads the whole training split: about 6-8 hours in all. ``tiny`` stays at 32x32.
 
-Evaluations: the linear probe of every row; kNN and the transfer evaluations (fine-tuning on 1%
+Evaluations: the linear probe of every row, of the pooled features (the paper's protocol) and of
+the dense map flattened (8x8 cells x C channels: a linear readout that keeps where things are, the
+demo's probe); kNN and the transfer evaluations (fine-tuning on 1%
 and 10% of the labels, segmentation, each about as costly as a pretraining run, and localisation
 of the test split's boxes: the pointing game of the 10% classifier's class activation maps, and
 for OTCXR of its CV-SIM attention and transport maps, ``configs/localize.py:dataset=synthetic``)
@@ -95,7 +97,8 @@ the linear probe of the images downsampled to ``probe.pixel_floor_size`` (16x16,
 pixel floor; column "linear probe AUC" only).
 
 Evaluations (``benchmark.evaluations``; each is the mode's ``run(config, workdir)``): test mean
-AUC of ``linear_probe``, ``knn``, ``finetune_1pct``, ``finetune_10pct``; test Dice of
+AUC of ``linear_probe`` (pooled features), ``linear_probe_map`` (the dense map; not of
+``raw_pixels``), ``knn``, ``finetune_1pct``, ``finetune_10pct``; test Dice of
 ``segment`` (all images and positive images); test pointing game of ``localize`` (chance: the
 boxes' mean area fraction, about 0.02). The train step of every run of
 ``benchmark.timed_runs`` is timed in a fresh process (``benchmark.timing_steps`` steps on a
@@ -188,7 +191,7 @@ def get_config(scale: str | None = None) -> ml_collections.ConfigDict:
       seeds=3,
       runs=METHOD_RUNS + COMPONENT_ABLATIONS,
       references=("random_init", "supervised", "raw_pixels"),
-      evaluations=("linear_probe", "knn") + transfer,
+      evaluations=("linear_probe", "linear_probe_map", "knn") + transfer,
       # {}: every evaluation on every row
       evaluation_rows={e: TRANSFER_ROWS for e in ("knn",) + transfer},
       # the supervised reference trains from scratch: the encoder at the head's rate, longer

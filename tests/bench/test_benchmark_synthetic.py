@@ -358,3 +358,22 @@ def test_a_preempted_benchmark_says_how_to_resume(tmp_path, monkeypatch, capsys)
   assert out.strip().endswith("resumes the benchmark where it stopped: python "
                               f"benchmarks/benchmark_synthetic.py --workdir {tmp_path} "
                               "'--config.benchmark.runs=('\"'\"'otcxr'\"'\"', '\"'\"'vicreg'\"'\"')'")
+
+
+def test_map_probe_reads_the_dense_map_and_skips_the_pixels(tmp_path):
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.references = ("random_init", "raw_pixels")
+    config.benchmark.evaluations = ("linear_probe", "linear_probe_map")
+  benchmark_synthetic.check(config)
+  layout = synthetic_report.layout(config)
+  assert [e for row, e in layout if row == "raw_pixels"] == ["linear_probe"]
+  assert [e for row, e in layout if row == "otcxr"] == ["linear_probe", "linear_probe_map"]
+  shared = benchmark_synthetic.run_config(config, "otcxr", 0)
+  pooled, dense = (benchmark_synthetic.evaluation_config(shared, e, "/ckpt")
+                   for e in ("linear_probe", "linear_probe_map"))
+  assert (pooled.probe.readout, dense.probe.readout) == ("pooled", "map")
+  assert dense.mode == "linear_probe" and dense.probe.checkpoint_dir == "/ckpt"
+  assert config.probe.readout == "pooled"  # the shared config is not changed
+  assert synthetic_report.collect(config, tmp_path).columns == [
+      "linear probe AUC", "linear probe AUC (dense map)"]
