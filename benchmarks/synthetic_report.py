@@ -59,6 +59,8 @@ class Evaluation:
       comparisons of the report read.
     fields: the config fields the evaluation sets beyond the shared config (nested, as
       ``benchmark_runs``), e.g. the probe's readout.
+    pixel_floor: the paired comparisons set each row against the ``raw_pixels`` row's probe of
+      the pixels (``PIXEL_EVALUATION``), the floor of every linear readout of the image.
   """
 
   mode: str
@@ -68,6 +70,7 @@ class Evaluation:
   per_class: Callable[[Mapping[str, Any]], Mapping[str, float | None]] | None = None
   scores: bool = False
   fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  pixel_floor: bool = False
 
 
 def _pointing_game(method: str) -> Callable[[Mapping[str, Any]], float | None]:
@@ -81,7 +84,7 @@ EVALUATIONS: dict[str, Evaluation] = {
     # keeps where things are, as the demo's probe (configs/demo.py).
     "linear_probe_map": Evaluation("linear_probe", {"linear probe AUC (dense map)": _test_auc},
                                    per_class=_test_per_class_auc, scores=True,
-                                   fields={"probe": {"readout": "map"}}),
+                                   fields={"probe": {"readout": "map"}}, pixel_floor=True),
     "knn": Evaluation("knn", {"kNN AUC": _test_auc}, per_class=_test_per_class_auc),
     "finetune_1pct": Evaluation("finetune", {"fine-tune 1% AUC": _test_auc}, "train_1pct",
                                 per_class=_test_per_class_auc, scores=True),
@@ -341,19 +344,33 @@ def _mean_auc_difference(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> fl
   return float(np.mean(pa[defined] - pb[defined])) if defined.any() else math.nan
 
 
+def _compared_rows(steps: Sequence[tuple[str, str]], reference: str, evaluation: str
+                   ) -> list[tuple[str, str]]:
+  """``[(row, the evaluation whose scores stand for it), ...]`` set against ``reference`` on
+  ``evaluation``: the rows it ran on, and the pixel floor where it is one
+  (``Evaluation.pixel_floor``)."""
+  out = [(r, e) for r, e in steps if e == evaluation and r != reference]
+  if (EVALUATIONS[evaluation].pixel_floor and ("raw_pixels", PIXEL_EVALUATION) in steps
+      and ("raw_pixels", evaluation) not in steps):
+    out.append(("raw_pixels", PIXEL_EVALUATION))
+  return out
+
+
 def paired_comparisons(config: ml_collections.ConfigDict, workdir: epath.Path,
                        num_samples: int = 1000) -> list[Comparison]:
   """The first run of ``benchmark.runs`` (OTCXR by default) against every other row, on each
-  evaluation that saves test scores, over the seeds both rows have scores for."""
+  evaluation that saves test scores, over the seeds both rows have scores for; on a readout of
+  the image (``Evaluation.pixel_floor``) also against the probe of the pixels."""
   reference = config.benchmark.runs[0]
   steps = layout(config)
   out = []
   for evaluation in dict.fromkeys(e for _, e in steps):
     if not EVALUATIONS[evaluation].scores or (reference, evaluation) not in steps:
       continue
-    for row in [r for r, e in steps if e == evaluation and r != reference]:
+    for row, row_evaluation in _compared_rows(steps, reference, evaluation):
       pairs = [(_seed_scores(workdir, reference, k, evaluation),
-                _seed_scores(workdir, row, k, evaluation)) for k in range(config.benchmark.seeds)]
+                _seed_scores(workdir, row, k, row_evaluation))
+               for k in range(config.benchmark.seeds)]
       pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
       if not pairs:
         continue
@@ -544,7 +561,9 @@ saves its test scores: the mean over the seeds of the difference of test mean AU
 interval over the test images (paired bootstrap, every resample scoring each seed's runs on the
 same images; the test split's noise given these runs), and its 95% Student-t interval over the
 seeds (the runs' noise; n/a for one seed); the seeds on which `{c.benchmark.runs[0]}` is ahead,
-and each seed's difference. A difference is clear when both intervals exclude 0.
+and each seed's difference. A difference is clear when both intervals exclude 0. On a probe of
+the dense map, `raw_pixels` is its probe of the pixels (the floor of any linear readout of the
+image).
 
 {markdown_comparisons(paired_comparisons(config, workdir))}
 

@@ -377,3 +377,35 @@ def test_map_probe_reads_the_dense_map_and_skips_the_pixels(tmp_path):
   assert config.probe.readout == "pooled"  # the shared config is not changed
   assert synthetic_report.collect(config, tmp_path).columns == [
       "linear probe AUC", "linear probe AUC (dense map)"]
+
+
+def test_map_probe_is_compared_with_the_probe_of_the_pixels(tmp_path):
+  """The dense-map probe of each run against the pixel row's one probe (the floor of any linear
+  readout of the image), against scikit-learn's AUC on hand-written scores."""
+  from sklearn.metrics import roc_auc_score
+  from otcxr_jax.evaluation import score_files
+  config = _config(tmp_path)
+  with config.unlocked():
+    config.benchmark.runs = ("otcxr", "vicreg")
+    config.benchmark.references = ("raw_pixels",)
+    config.benchmark.evaluations = ("linear_probe", "linear_probe_map")
+    config.benchmark.seeds = 1
+  rng = np.random.default_rng(1)
+  labels = (rng.random((150, 2)) < 0.4).astype(np.float32)
+  scores = {}
+  for row, e, noise in [("otcxr", "linear_probe", 2.0), ("otcxr", "linear_probe_map", 0.5),
+                        ("vicreg", "linear_probe", 2.0), ("vicreg", "linear_probe_map", 1.0),
+                        ("raw_pixels", "linear_probe", 1.5)]:
+    scores[row, e] = labels + rng.normal(scale=noise, size=labels.shape)
+    score_files.save_scores(synthetic_report.metrics_path(tmp_path, row, 0, e).parent, labels,
+                            scores[row, e], ("atelectasis", "edema"))
+  comparisons = synthetic_report.paired_comparisons(config, tmp_path, num_samples=50)
+  assert [(c.evaluation, c.row) for c in comparisons] == [
+      ("linear_probe", "vicreg"), ("linear_probe", "raw_pixels"),
+      ("linear_probe_map", "vicreg"), ("linear_probe_map", "raw_pixels")]
+  mean_auc = lambda s: np.mean([roc_auc_score(labels[:, k], s[:, k]) for k in range(2)])
+  pixels = comparisons[3]
+  assert pixels.per_seed[0] == pytest.approx(
+      mean_auc(scores["otcxr", "linear_probe_map"]) - mean_auc(scores["raw_pixels", "linear_probe"]),
+      abs=1e-6)
+  assert pixels.difference > 0 > comparisons[1].difference  # the map probe above the pixels
