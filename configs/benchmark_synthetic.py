@@ -37,7 +37,8 @@ Why 128x128 and that cohort (docs/finding_contrast/, ``benchmarks/finding_contra
 This scale is meant for a GPU. On the 2-core CPU where the 64x64 version took 1 h 31 min, a
 pretraining step ran at about 116 images/s at 64x64; four times the pixels make that about 30
 images/s, about 7 minutes per pretraining run, and the 2.5-fold larger cohort lengthens every
-evaluation that reads the whole training split: about 6-8 hours in all. ``tiny`` stays at 32x32.
+evaluation that reads the whole training split (a pooled probe about 2 minutes, the dense-map
+probe about 4): well over 8 hours in all. ``tiny`` stays at 32x32.
 
 Evaluations: the linear probe of every row, of the pooled features (the paper's protocol) and of
 the dense map flattened (8x8 cells x C channels: a linear readout that keeps where things are, the
