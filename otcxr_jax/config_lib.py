@@ -50,6 +50,7 @@ def _data() -> dict:
       test_split="test",
       image_size=128,              # encoder input side (augmented views are resized to it)
       num_threads=2,               # grain reader threads
+      build_processes=0,           # dataset builds' worker processes (0: one per core, <= 16)
   )
 
 
@@ -383,6 +384,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first invalid field of the shared sections; each mode
   checks its own section (``otcxr_jax.modes.validate`` runs both)."""
   _validate_distributed(c)
+  require(isinstance(c.data.build_processes, int) and not isinstance(c.data.build_processes, bool)
+          and c.data.build_processes >= 0, "data.build_processes", c.data.build_processes,
+          "a non-negative int (0: one worker process per core, at most 16)")
   if c.mode == "build_dataset":
     require(bool(c.data.name), "data.name", c.data.name, "a dataset name")
     return

@@ -52,7 +52,8 @@ def split_source(config: ml_collections.ConfigDict, split: str):
   key = (d.name, str(d.data_dir), str(getattr(builder, "name", builder)))
   if d.name == SYNTHETIC and key not in _checked:
     if jax.process_index() == 0:
-      tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=builder)
+      tfds_source.ensure_built(d.name, data_dir=d.data_dir, config=builder,
+                               builder_kwargs={"processes": d.build_processes or None})
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"datasets.split_source: {'/'.join(key)} built")
     _checked.add(key)

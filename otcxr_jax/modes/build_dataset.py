@@ -26,7 +26,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> BuildReport:
   existed = directory.exists()
   tfds.disable_progress_bar()  # the builder prints progress lines of its own
   result = build.build_dataset(d.name, config=d.config, data_dir=d.data_dir,
-                               manual_dir=d.manual_dir)
+                               manual_dir=d.manual_dir, processes=d.build_processes or None)
   print0(summary(result, directory, reused=existed))
   return result
 

@@ -73,6 +73,7 @@ NEUTRAL_FIELDS = (
     "data.data_dir",
     "data.manual_dir",
     "data.num_threads",
+    "data.build_processes",
     "distributed.coordinator_address",
     "distributed.num_processes",
     "distributed.process_id",
