@@ -23,7 +23,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 
-from benchmarks import step_timing  # noqa: E402
+from benchmarks import comparison_plot, step_timing  # noqa: E402
 from otcxr_jax.evaluation import metrics as auc_metrics  # noqa: E402
 from otcxr_jax.evaluation import score_files  # noqa: E402
 from otcxr_jax.reporting import plots  # noqa: E402
@@ -434,6 +434,22 @@ def bar_chart(names: Sequence[str], means: Sequence[float], stds: Sequence[float
   return plots.save_figure(fig, path)
 
 
+def comparison_plots(comparisons: Sequence[Comparison], directory: epath.Path) -> list[str]:
+  """One forest plot per evaluation of ``comparisons`` (``comparison_plot``), in
+  ``directory``; returns their markdown image links."""
+  column = {e: next(iter(spec.columns)) for e, spec in EVALUATIONS.items()}
+  links = []
+  for evaluation in dict.fromkeys(c.evaluation for c in comparisons):
+    group = [c for c in comparisons if c.evaluation == evaluation]
+    title = f"{column[evaluation]}: paired differences (test)"
+    name = comparison_plot.forest_plot(
+        [c.row for c in group], [c.difference for c in group], [c.test_interval for c in group],
+        [c.seed_interval for c in group], directory / f"paired_{_slug(column[evaluation])}.png",
+        reference=group[0].reference, title=title)
+    links.append(f"![{title}](plots/{name})")
+  return links
+
+
 def timed_runs(config: ml_collections.ConfigDict) -> list[str]:
   """The runs whose train step is timed: ``benchmark.timed_runs``, or every run when None."""
   b = config.benchmark
@@ -521,6 +537,8 @@ def write_report(config: ml_collections.ConfigDict, workdir: epath.Path,
     figures.append(f"![{column}](plots/{name})")
   timings = read_timings(config, workdir)
   figures += runtime_plots(timings, workdir / "plots")
+  comparisons = paired_comparisons(config, workdir)
+  comparison_figures = "\n".join(comparison_plots(comparisons, workdir / "plots"))
   c = config
   definitions = [[run, ", ".join(_flat(c.benchmark_runs[run])) or "(the shared config)"]
                  for run in c.benchmark.runs]
@@ -565,7 +583,9 @@ and each seed's difference. A difference is clear when both intervals exclude 0.
 the dense map, `raw_pixels` is its probe of the pixels (the floor of any linear readout of the
 image).
 
-{markdown_comparisons(paired_comparisons(config, workdir))}
+{markdown_comparisons(comparisons)}
+
+{comparison_figures}
 
 ## Per-class AUC (test split)
 
