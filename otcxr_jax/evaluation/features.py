@@ -12,6 +12,8 @@ from flax import nnx
 from otcxr_jax import config_lib
 from otcxr_jax.data import pipeline
 from otcxr_jax.training import sharding
+from otcxr_jax.training.distributed import print0
+from otcxr_jax.training.progress import PassProgress
 
 
 def encoder_fn(encoder: nnx.Module, image_size: int, select: Callable[[Any], Any], mesh=None
@@ -61,7 +63,8 @@ def pooled_feature_fn(encoder: nnx.Module, image_size: int, mesh=None
 
 def map_split(fn: Callable[[dict[str, jax.Array]], Any], source, *, batch_size: int,
               keys: Sequence[str], host_keys: Sequence[str] = (), mesh=None,
-              field: str = "probe.batch_size") -> tuple[Any, dict[str, np.ndarray]]:
+              field: str = "probe.batch_size", progress: str | None = None
+              ) -> tuple[Any, dict[str, np.ndarray]]:
   """Runs ``fn`` once over every example of ``source``; results in source order, on every process.
 
   Each global batch of ``batch_size`` examples is split over the processes (process ``p`` of
@@ -80,6 +83,9 @@ def map_split(fn: Callable[[dict[str, jax.Array]], Any], source, *, batch_size: 
     host_keys: record fields returned as read, not given to ``fn`` (labels, text ids).
     mesh: the ``('data',)`` mesh (default: every device of every process).
     field: the config field ``batch_size`` comes from, for the error message.
+    progress: what the pass is, the start of its progress lines (``<progress>: done/total
+      images | img/s | ETA``, from process 0, every ``PASS_EVERY_S`` seconds of a long pass,
+      ``training/progress.py``); None: silent.
 
   Returns:
     ``(outputs, fields)``: ``fn``'s pytree with ``(N, ...)`` numpy leaves, and
@@ -98,10 +104,13 @@ def map_split(fn: Callable[[dict[str, jax.Array]], Any], source, *, batch_size: 
   steps = -(-most // local)
   keys, host_keys = tuple(keys), tuple(host_keys)
   parts = []
+  shown = PassProgress(progress, total) if progress else None
   for batch in _process_batches(source, local=local, steps=steps,
                                 transform=pipeline.select_keys(keys + host_keys)):
     out = fn(sharding.to_global({k: batch[k] for k in keys}, mesh))
     parts.append((sharding.to_host(out), {k: _gather_host(batch[k]) for k in host_keys}))
+    if shown and (line := shown.update(min(len(parts) * batch_size, total))):
+      print0(line)
 
   def in_order(*chunks: np.ndarray) -> np.ndarray:
     # Row j of process p's part of global batch s holds example (s * local + j) * n + p.
@@ -143,22 +152,24 @@ def _gather_host(x: np.ndarray) -> np.ndarray:
 
 
 def extract(fn: Callable[[jax.Array], jax.Array], source, *, batch_size: int,
-            label_key: str = "labels", mesh=None, image_key: str = "image"
-            ) -> tuple[np.ndarray, np.ndarray]:
+            label_key: str = "labels", mesh=None, image_key: str = "image",
+            progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Runs ``fn`` over every example of ``source`` once; returns ``(features, labels)`` in order.
 
   ``batch_size`` is the global batch, sharded over the data axis of ``mesh`` (default: all
   devices); with several processes each reads its share and every process gets the whole
-  result (:func:`map_split`).
+  result (:func:`map_split`; ``progress`` names its progress lines, None: silent).
   """
   feats, labels = extract_many({"features": fn}, source, batch_size=batch_size,
-                               label_key=label_key, mesh=mesh, image_key=image_key)
+                               label_key=label_key, mesh=mesh, image_key=image_key,
+                               progress=progress)
   return feats["features"], labels
 
 
 def extract_many(fns: Mapping[str, Callable[[jax.Array], jax.Array]], source, *,
                  batch_size: int, label_key: str = "labels", mesh=None,
-                 image_key: str = "image") -> tuple[dict[str, np.ndarray], np.ndarray]:
+                 image_key: str = "image", progress: str | None = None
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """:func:`extract` for several feature functions in one read of ``source``: each image is
   read and decoded once, and every function gets the same batches.
 
@@ -167,7 +178,7 @@ def extract_many(fns: Mapping[str, Callable[[jax.Array], jax.Array]], source, *,
   fns = dict(fns)
   feats, fields = map_split(lambda batch: {k: f(batch[image_key]) for k, f in fns.items()},
                             source, batch_size=batch_size, keys=(image_key,),
-                            host_keys=(label_key,), mesh=mesh)
+                            host_keys=(label_key,), mesh=mesh, progress=progress)
   return ({k: feats[k].astype(np.float32) for k in fns},
           fields[label_key].astype(np.float32))
 
@@ -183,9 +194,11 @@ def pixel_fn(size: int) -> Callable[[jax.Array], jax.Array]:
 
 
 def downsampled_pixels(source, *, size: int, batch_size: int = 256,
-                       label_key: str = "labels") -> tuple[np.ndarray, np.ndarray]:
+                       label_key: str = "labels", progress: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
   """The raw-pixel floor's features (:func:`pixel_fn`) of every example of ``source``."""
-  return extract(pixel_fn(size), source, batch_size=batch_size, label_key=label_key)
+  return extract(pixel_fn(size), source, batch_size=batch_size, label_key=label_key,
+                 progress=progress)
 
 
 def recalibrate_batch_stats(encoder: nnx.Module, source, *, image_size: int, batch_size: int,

@@ -38,7 +38,8 @@ def probe_features(config: ml_collections.ConfigDict, fns: dict, sources) -> dic
   in one read of each split."""
   out = {name: {} for name in fns}
   for split, src in sources.items():
-    feats, labels = features.extract_many(fns, src, batch_size=config.probe.batch_size)
+    feats, labels = features.extract_many(fns, src, batch_size=config.probe.batch_size,
+                                          progress=f"[demo] {split} features")
     for name in fns:
       out[name][split] = (feats[name], labels)
   return out

@@ -43,7 +43,8 @@ def frozen_features(config: ml_collections.ConfigDict, encoder: nnx.Module, *,
   """``{'train' | 'validation' | 'test': (features (N, F), labels (N, K))}``."""
   d = config.data
   fn = features.feature_fn(encoder, d.image_size, config.probe.readout)
-  out = {name: features.extract(fn, source, batch_size=config.probe.batch_size)
+  out = {name: features.extract(fn, source, batch_size=config.probe.batch_size,
+                                progress=f"[{run_name}] {name} features")
          for name, source in datasets.probe_sources(config).items()}
   print0(f"[{run_name}] features: " +
          ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))
@@ -55,7 +56,8 @@ def pixel_features(config: ml_collections.ConfigDict, *, run_name: str = RUN_NAM
   """The raw-pixel floor: each split's images downsampled to ``probe.pixel_floor_size``."""
   p = config.probe
   out = {name: features.downsampled_pixels(source, size=p.pixel_floor_size,
-                                           batch_size=p.batch_size)
+                                           batch_size=p.batch_size,
+                                           progress=f"[{run_name}] {name} pixels")
          for name, source in datasets.probe_sources(config).items()}
   print0(f"[{run_name}] raw pixels at {p.pixel_floor_size}x{p.pixel_floor_size}: " +
          ", ".join(f"{k} {x.shape[0]:,}x{x.shape[1]}" for k, (x, _) in out.items()))

@@ -37,3 +37,33 @@ class Progress:
     eta_s = format_duration(eta) if eta == eta else "?"
     return (f"[{self.name}] step {step}/{self.total_steps} | {shown} | {rate:.1f} img/s | "
             f"ETA {eta_s}", rate)
+
+
+#: Seconds between the progress lines of a pass over a split (a shorter pass prints none).
+PASS_EVERY_S = 15.0
+
+
+class PassProgress:
+  """Progress of one pass over ``total`` examples (feature extraction, scoring): a line
+  ``<prefix>: done/total images | img/s | ETA`` at most every ``every_s`` seconds, the rate
+  measured from the end of the first batch (which compiles)."""
+
+  def __init__(self, prefix: str, total: int, *, every_s: float = PASS_EVERY_S,
+               clock=None):
+    self.prefix, self.total, self.every_s = prefix, total, every_s
+    self._clock = clock or time.perf_counter
+    self._first = None  # (examples done, time) after the first batch
+    self._last_time = self._clock()
+
+  def update(self, done: int) -> str | None:
+    """``done`` examples processed so far: the line to print, or None when none is due."""
+    now = self._clock()
+    if self._first is None:
+      self._first = (done, now)
+    if now - self._last_time < self.every_s or done >= self.total:
+      return None
+    self._last_time = now
+    examples, elapsed = done - self._first[0], now - self._first[1]
+    rate = examples / elapsed if examples > 0 and elapsed > 0 else 0.0
+    eta = format_duration((self.total - done) / rate) if rate > 0 else "?"
+    return f"{self.prefix}: {done:,}/{self.total:,} images | {rate:.1f} img/s | ETA {eta}"

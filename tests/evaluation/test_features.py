@@ -102,3 +102,29 @@ def test_feature_fn_refuses_an_unknown_readout(tmp_path):
   encoder = factory.build_encoder(tiny_config(tmp_path), nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"readout must be one of \('pooled', 'map'\), got 'grid'"):
     features.feature_fn(encoder, 32, "grid")
+
+
+def test_long_pass_prints_progress_lines_a_short_one_none(monkeypatch, capsys):
+  """A clock that advances 10 s per reading and 15 s between lines: 23 records in batches of 4
+  are 6 batches; the first line falls at the second batch (20 s after the start; 4 images in the
+  10 s since the first batch's end: 0.4 img/s, 15 left: ETA 38 s), the next at the fourth, none
+  at the last; a pass without a name prints nothing."""
+  import functools
+  from otcxr_jax.training import progress
+  ticks = iter(range(0, 1000, 10))
+  monkeypatch.setattr(features, "PassProgress",
+                      functools.partial(progress.PassProgress, clock=lambda: next(ticks)))
+  records = _records(23)
+  features.map_split(lambda b: b["labels"], records, batch_size=4, keys=("labels",),
+                     progress="[probe] train features")
+  assert capsys.readouterr().out.splitlines() == [
+      "[probe] train features: 8/23 images | 0.4 img/s | ETA 38s",
+      "[probe] train features: 16/23 images | 0.4 img/s | ETA 18s"]
+  features.map_split(lambda b: b["labels"], records, batch_size=4, keys=("labels",))
+  assert capsys.readouterr().out == ""
+
+
+def test_pass_progress_on_the_real_clock_is_silent_for_a_short_pass():
+  from otcxr_jax.training import progress
+  shown = progress.PassProgress("[x] pass", 10)
+  assert [shown.update(done) for done in (4, 8, 10)] == [None, None, None]
