@@ -37,7 +37,8 @@ Per image, in grey levels of the uint8 image:
   (an independent noise sample per 7.1 pixels) for a large area. It is the z-score of an observer
   who knows the finding's footprint and sums the pixels there: an upper bound on detectability,
   since it ignores the variation of the anatomy (rib crossings, vessels, the heart's outline) that
-  a model must tell findings apart from. By the Rose criterion a signal needs a CNR of about 5 to
+  a model must tell findings apart from (``benchmarks/finding_search.py`` measures that for the
+  round findings). By the Rose criterion a signal needs a CNR of about 5 to
   be seen at an unknown position in white noise;
 - *local CNR*: the same ratio on the footprint's pixels within the ``LOCAL`` x ``LOCAL`` window
   centred on the largest ``|d|``: what the finding shows at the scale of a first convolution
