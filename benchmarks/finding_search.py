@@ -198,21 +198,25 @@ def run(out: str, *, findings: Sequence[str], sigmas: Sequence[float], split: st
   return path
 
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("out", None, "Output directory.", required=True)
-flags.DEFINE_list("findings", ["nodule", "mass"], "Round findings to measure.")
-flags.DEFINE_list("sigmas", ["1", "1.5", "2", "3", "4", "5"], "Blob detector scales (pixels).")
-flags.DEFINE_string("split", "test", "Split of the benchmark's data.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's).")
-flags.DEFINE_integer("seed", 0, "Seed of the negatives' places and of the bootstrap.")
+def _define_flags() -> None:
+  """Flags of the command line only (importing this module defines none: other benchmarks' flags
+  of the same names would clash)."""
+  flags.DEFINE_string("out", None, "Output directory.", required=True)
+  flags.DEFINE_list("findings", ["nodule", "mass"], "Round findings to measure.")
+  flags.DEFINE_list("sigmas", ["1", "1.5", "2", "3", "4", "5"], "Blob detector scales (pixels).")
+  flags.DEFINE_string("split", "test", "Split of the benchmark's data.")
+  flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS's).")
+  flags.DEFINE_integer("seed", 0, "Seed of the negatives' places and of the bootstrap.")
 
 
 def main(argv):
   del argv
-  path = run(FLAGS.out, findings=FLAGS.findings, sigmas=[float(s) for s in FLAGS.sigmas],
-             split=FLAGS.split, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+  f = flags.FLAGS
+  path = run(f.out, findings=f.findings, sigmas=[float(s) for s in f.sigmas], split=f.split,
+             data_dir=f.data_dir, seed=f.seed)
   print(path.read_text())
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
