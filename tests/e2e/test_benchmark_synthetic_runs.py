@@ -82,7 +82,10 @@ def test_plots_exist_and_ablations_are_listed(benchmark):
   _, workdir, report = benchmark
   text = report.read_text()
   images = re.findall(r"!\[[^]]*\]\((plots/[^)]+\.png)\)", text)
-  assert len(images) == len(COLUMNS) + 2  # one per metric, seconds per step, peak memory
+  # One per metric, seconds per step, peak memory, and the forest plot of the paired comparisons
+  # of the one evaluation that saves test scores (the linear probe; kNN saves none).
+  assert len(images) == len(COLUMNS) + 3
+  assert "plots/paired_linear_probe_auc.png" in images
   for name in images:
     assert (workdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   _, runs = _table(text, "## Runs")
